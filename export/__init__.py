@@ -1,0 +1,1 @@
+"""gancodec export package."""

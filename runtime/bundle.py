@@ -1,0 +1,219 @@
+"""Model bundles: find them, verify them against their manifest, open onnxruntime sessions.
+
+A bundle is a directory with ``manifest.json``, ``generator.onnx`` (the decoder),
+``generator.keras`` (the TF mirror for encoder gradients) and optionally ``encoder.onnx`` /
+``encoder.keras`` (the amortized encoder). The model id is the SHA-256 of ``generator.onnx``.
+
+Bundles are found by directory, by name (``models/NAME``) or by model id (full hex or a prefix)
+among ``models/*/`` of this project and the directories listed in ``$GANCODEC_MODELS``
+(separated by ``os.pathsep``).
+
+Imports numpy and onnxruntime only (decode path).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from runtime.errors import CodecError
+
+MANIFEST = "manifest.json"
+GENERATOR_ONNX = "generator.onnx"
+GENERATOR_KERAS = "generator.keras"
+ENCODER_ONNX = "encoder.onnx"
+ENCODER_KERAS = "encoder.keras"
+BUNDLE_FORMAT = 1
+ENV_MODELS = "GANCODEC_MODELS"
+PROJECT_MODELS = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODEL = "airplane"
+MAX_ONNX_BYTES = 200 * 1024 * 1024
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def model_search_dirs() -> list[Path]:
+    """Directories whose sub-directories are bundles: $GANCODEC_MODELS first, then models/."""
+    dirs = [Path(p) for p in os.environ.get(ENV_MODELS, "").split(os.pathsep) if p]
+    dirs.append(PROJECT_MODELS)
+    return dirs
+
+
+def _read_manifest(directory: Path) -> dict:
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise CodecError(f"{directory}: not a model bundle (no {MANIFEST})") from None
+    except (OSError, ValueError) as exc:
+        raise CodecError(f"{directory}: unreadable {MANIFEST} ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise CodecError(f"{directory}: {MANIFEST} is not an object")
+    for key in ("format", "model_id", "latent_dim", "image_size", "files"):
+        if key not in manifest:
+            raise CodecError(f"{directory}: {MANIFEST} lacks '{key}'")
+    if manifest["format"] != BUNDLE_FORMAT:
+        raise CodecError(f"{directory}: bundle format {manifest['format']} is not supported")
+    return manifest
+
+
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise CodecError(f"{path}: onnxruntime cannot load it ({exc})") from None
+
+
+@dataclass
+class Bundle:
+    """A verified model bundle. Sessions are created on first use."""
+
+    directory: Path
+    manifest: dict
+    threads: int = 1
+    _sessions: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.get("name", self.directory.name)
+
+    @property
+    def model_id(self) -> str:
+        return self.manifest["model_id"]
+
+    @cached_property
+    def model_id_bytes(self) -> bytes:
+        return bytes.fromhex(self.model_id)
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.manifest["latent_dim"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.manifest["image_size"])
+
+    @property
+    def has_encoder(self) -> bool:
+        return ENCODER_ONNX in self.manifest["files"]
+
+    @property
+    def default_bits(self) -> int:
+        return int(self.manifest.get("quantization", {}).get("bits", 4))
+
+    def path(self, name: str) -> Path:
+        return self.directory / name
+
+    def session(self, name: str = GENERATOR_ONNX):
+        if name not in self._sessions:
+            self._sessions[name] = _session(self.path(name), self.threads)
+        return self._sessions[name]
+
+    def generate(self, latents: np.ndarray) -> np.ndarray:
+        """Run generator.onnx: (N, latent_dim) float32 -> (N, S, S, 3) float32 in [-1, 1]."""
+        z = np.ascontiguousarray(latents, dtype=np.float32).reshape(-1, self.latent_dim)
+        sess = self.session(GENERATOR_ONNX)
+        return sess.run(None, {sess.get_inputs()[0].name: z})[0]
+
+    def encode_latents(self, images: np.ndarray) -> np.ndarray:
+        """Run encoder.onnx: (N, S, S, 3) float32 in [-1, 1] -> (N, latent_dim)."""
+        sess = self.session(ENCODER_ONNX)
+        x = np.ascontiguousarray(images, dtype=np.float32)
+        return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def verify_files(directory: Path, manifest: dict) -> None:
+    """Refuse a bundle whose files do not hash to what its manifest says."""
+    files = manifest["files"]
+    if not isinstance(files, dict) or GENERATOR_ONNX not in files:
+        raise CodecError(f"{directory}: manifest lists no {GENERATOR_ONNX}")
+    for name, digest in files.items():
+        if "/" in name or "\\" in name or name.startswith("."):
+            raise CodecError(f"{directory}: manifest names an odd file {name!r}")
+        path = directory / name
+        if not path.is_file():
+            raise CodecError(f"{directory}: {name} is missing")
+        if path.stat().st_size > MAX_ONNX_BYTES:
+            raise CodecError(f"{directory}: {name} is implausibly large")
+        if sha256_file(path) != digest:
+            raise CodecError(f"{directory}: {name} does not match its manifest (modified or corrupted bundle)")
+    if files[GENERATOR_ONNX] != manifest["model_id"]:
+        raise CodecError(f"{directory}: model id is not the hash of {GENERATOR_ONNX}")
+
+
+def load_bundle(directory: str | os.PathLike, threads: int = 1) -> Bundle:
+    """Load and verify the bundle in ``directory``."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise CodecError(f"{directory}: no such model directory")
+    manifest = _read_manifest(d)
+    verify_files(d, manifest)
+    return Bundle(d, manifest, threads)
+
+
+def list_bundles() -> list[Path]:
+    """Every bundle directory on the search path (unverified), in search order, deduplicated."""
+    seen, out = set(), []
+    for base in model_search_dirs():
+        if not base.is_dir():
+            continue
+        for d in sorted(base.iterdir()):
+            if (d / MANIFEST).is_file() and d.resolve() not in seen:
+                seen.add(d.resolve())
+                out.append(d)
+    return out
+
+
+def manifests() -> list[tuple[Path, dict]]:
+    """(directory, manifest) of each readable bundle on the search path."""
+    out = []
+    for d in list_bundles():
+        try:
+            out.append((d, _read_manifest(d)))
+        except CodecError:
+            continue
+    return out
+
+
+def find_bundle(spec: str | os.PathLike | None = None, threads: int = 1) -> Bundle:
+    """Resolve a model by directory, bundle name or model id (hex, prefix allowed)."""
+    spec = DEFAULT_MODEL if spec is None else str(spec)
+    if os.path.isdir(spec):
+        return load_bundle(spec, threads)
+    found = manifests()
+    by_name = [d for d, m in found if d.name == spec]
+    if by_name:
+        return load_bundle(by_name[0], threads)
+    s = spec.lower()
+    if len(s) >= 4 and all(c in "0123456789abcdef" for c in s):
+        matches = [d for d, m in found if m["model_id"].startswith(s)]
+        if len(matches) == 1:
+            return load_bundle(matches[0], threads)
+        if len(matches) > 1:
+            raise CodecError(f"model id prefix {spec} is ambiguous: {', '.join(str(m) for m in matches)}")
+    names = ", ".join(d.name for d, _ in found) or "none"
+    raise CodecError(f"unknown model {spec!r} (not a directory, name or model id; available: {names})")
+
+
+def bundles_for_prefix(prefix: bytes, threads: int = 1) -> list[Bundle]:
+    """Verified bundles whose model id starts with the header's id bytes."""
+    hexp = prefix.hex()
+    return [load_bundle(d, threads) for d, m in manifests() if m["model_id"].startswith(hexp)]

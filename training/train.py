@@ -1,0 +1,432 @@
+"""Train a GAN generator for one data set.
+
+Two modes share the architecture and the loop:
+
+- ``gan`` (the reference design): generator and discriminator, non-saturating GAN loss,
+  z ~ N(0, I). The codec later finds latents by inversion.
+- ``recon`` (reconstruction-aware, after Agustsson et al. 2018): an encoder E, the generator G and
+  the discriminator D train jointly; G(E(x) + quantization noise) must match x (MSE + SSIM) and
+  fool D (a small adversarial weight trades realism against fidelity). E's latent is standardised
+  to N(0, 1) per dimension, so the codec's prior fits what the encoder produces, and the uniform
+  noise of random width (the quantization steps of several bit depths) makes G robust to the
+  quantization the codec applies.
+
+Model selection for compression: every ``eval_every`` steps a fixed batch of validation images is
+inverted (batched gradient descent on z, MSE) and the mean PSNR is logged; the checkpoint with the
+best value is kept in ``<run>/best``. That, not the GAN loss, tells a good generator for
+compression.
+
+CLI::
+
+    python -m training.train --data PATH.npz|DIR --out runs/NAME [--image-size 32]
+        [--latent-dim N] [--steps N] [--batch N] [--resume] [--seed S] [--mode gan|recon]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from runtime.errors import CodecError  # noqa: E402
+from runtime.images import from_unit_range, to_unit_range  # noqa: E402
+
+CONFIG_NAME = "config.json"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; saved as ``<run>/config.json``."""
+
+    data: str
+    out: str
+    mode: str = "recon"
+    image_size: int = 32
+    latent_dim: int = 128
+    g_widths: list = field(default_factory=lambda: [192, 96, 48, 24])
+    d_widths: list = field(default_factory=lambda: [64, 128, 256])
+    e_widths: list = field(default_factory=lambda: [32, 64, 128, 192])
+    norm: str = "auto"  # generator normalisation: batch | none | auto (batch for gan, none for recon)
+    steps: int = 10000
+    batch: int = 64
+    lr: float = 0.0
+    seed: int = 0
+    ckpt_every: int = 500
+    eval_every: int = 500
+    eval_images: int = 64
+    eval_steps: int = 150
+    w_mse: float = 1.0
+    w_ssim: float = 0.05
+    w_adv: float = 0.003
+    noise_bits: list = field(default_factory=lambda: [3, 4, 5, 6])
+    flip: bool = True
+
+    def resolved(self) -> "TrainConfig":
+        c = dataclasses.replace(self)
+        if c.mode not in ("gan", "recon"):
+            raise CodecError(f"mode must be 'gan' or 'recon', got {c.mode!r}")
+        if c.norm == "auto":
+            c.norm = "batch" if c.mode == "gan" else "none"
+        if not c.lr:
+            c.lr = 2e-4 if c.mode == "gan" else 5e-4
+        for name in ("steps", "batch", "latent_dim", "ckpt_every", "eval_every"):
+            if getattr(c, name) <= 0:
+                raise CodecError(f"--{name.replace('_', '-')} must be positive")
+        return c
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def save_config(cfg: TrainConfig, run: Path) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    (run / CONFIG_NAME).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+
+
+def load_config(run: Path) -> TrainConfig:
+    data = json.loads((Path(run) / CONFIG_NAME).read_text())
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in data.items() if k in known})
+
+
+def build_models(cfg: TrainConfig):
+    """(generator, discriminator, encoder or None) for a resolved config."""
+    from training.models import build_discriminator, build_encoder, build_generator
+
+    g = build_generator(cfg.latent_dim, cfg.image_size, cfg.g_widths, norm=cfg.norm)
+    d = build_discriminator(cfg.image_size, cfg.d_widths)
+    e = build_encoder(cfg.latent_dim, cfg.image_size, cfg.e_widths) if cfg.mode == "recon" else None
+    return g, d, e
+
+
+def choose_strategy():
+    """MirroredStrategy across several GPUs, the default strategy otherwise."""
+    tf = _tf()
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def validation_psnr(generator, encoder, val_u8: np.ndarray, steps: int, seed: int = 0) -> dict:
+    """Invert ``val_u8`` through the generator (batched Adam on z, MSE) and measure mean PSNR."""
+    from runtime.inversion import descend, predict
+    from runtime.metrics import psnr
+
+    target = to_unit_range(val_u8)
+    latent_dim = generator.input_shape[-1]
+    result = {}
+    if encoder is not None:
+        z0 = predict(encoder, target)
+        result["encoder_psnr"] = float(np.mean(psnr(from_unit_range(predict(generator, z0)), val_u8)))
+    else:
+        z0 = np.zeros((len(val_u8), latent_dim), np.float32)
+    z = descend(generator, target, z0, steps=steps, lr=0.05)
+    result["val_psnr"] = float(np.mean(psnr(from_unit_range(predict(generator, z)), val_u8)))
+    return result
+
+
+def save_grid(images_u8: np.ndarray, path: Path, cols: int = 8, scale: int = 2) -> None:
+    """Save (N, H, W, 3) uint8 as a grid PNG, enlarged with nearest neighbour."""
+    from PIL import Image
+
+    n, h, w, _ = images_u8.shape
+    rows = (n + cols - 1) // cols
+    grid = np.full((rows * (h + 2), cols * (w + 2), 3), 255, np.uint8)
+    for i, im in enumerate(images_u8):
+        r, c = divmod(i, cols)
+        grid[r * (h + 2) + 1 : r * (h + 2) + 1 + h, c * (w + 2) + 1 : c * (w + 2) + 1 + w] = im
+    img = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.Resampling.NEAREST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+def plot_curves(run: Path) -> None:
+    """Loss curves and validation PSNR as ``<run>/curves.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    log = _read_csv(run / "log.csv")
+    val = _read_csv(run / "val.csv")
+    if not log:
+        return
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    steps = [r["step"] for r in log]
+    axes[0].plot(steps, [r["d_loss"] for r in log], label="discriminator")
+    axes[0].plot(steps, [r["adv"] for r in log], label="generator (adversarial)")
+    axes[0].set_title("GAN losses")
+    axes[0].set_xlabel("step")
+    axes[0].legend()
+    if any(r["mse"] > 0 for r in log):
+        axes[1].semilogy(steps, [r["mse"] for r in log], label="reconstruction MSE ([-1,1] scale)")
+        axes[1].legend()
+    axes[1].set_title("reconstruction loss")
+    axes[1].set_xlabel("step")
+    if val:
+        vs = [r["step"] for r in val]
+        axes[2].plot(vs, [r["val_psnr"] for r in val], "o-", label="after inversion")
+        if "encoder_psnr" in val[0]:
+            axes[2].plot(vs, [r["encoder_psnr"] for r in val], "s--", label="encoder alone")
+        axes[2].legend()
+    axes[2].set_title("validation PSNR (dB)")
+    axes[2].set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(run / "curves.png", dpi=90)
+    plt.close(fig)
+
+
+def _read_csv(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _truncate_csv(path: Path, last_step: int) -> None:
+    """On resume, drop log rows written after the checkpoint we resume from."""
+    rows = _read_csv(path)
+    if not rows:
+        return
+    keep = [r for r in rows if r["step"] <= last_step]
+    path.unlink()
+    for r in keep:
+        _append_csv(path, {k: (int(v) if k == "step" else v) for k, v in r.items()})
+
+
+def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
+    """Run (or resume) training; returns a summary dict (steps, best PSNR, step time)."""
+    from training.data import load_dataset
+
+    cfg = cfg.resolved()
+    run = Path(cfg.out)
+    if (run / CONFIG_NAME).exists() and not resume:
+        raise CodecError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and not (run / CONFIG_NAME).exists():
+        raise CodecError(f"{run}: nothing to resume (no {CONFIG_NAME})")
+    if resume:
+        saved = load_config(run).resolved()
+        saved.steps = cfg.steps  # a resumed run may be extended
+        cfg = saved
+    train_u8, val_u8 = load_dataset(cfg.data, cfg.image_size, cfg.seed)
+    if len(train_u8) < cfg.batch:
+        raise CodecError(f"batch {cfg.batch} is larger than the training set ({len(train_u8)} images)")
+    save_config(cfg, run)
+
+    tf = _tf()
+    import keras
+    from tqdm import tqdm
+
+    keras.utils.set_random_seed(cfg.seed)
+    strategy = choose_strategy()
+    with strategy.scope():
+        generator, discriminator, encoder = build_models(cfg)
+        if cfg.mode == "recon":
+            lr_g = keras.optimizers.schedules.CosineDecay(cfg.lr, cfg.steps, alpha=0.05)
+            g_opt = keras.optimizers.Adam(lr_g, beta_1=0.9)
+            d_opt = keras.optimizers.Adam(2e-4, beta_1=0.5)
+        else:
+            g_opt = keras.optimizers.Adam(cfg.lr, beta_1=0.5)
+            d_opt = keras.optimizers.Adam(cfg.lr, beta_1=0.5)
+        g_opt.build(generator.trainable_variables + (encoder.trainable_variables if encoder else []))
+        d_opt.build(discriminator.trainable_variables)
+        rng = tf.random.Generator.from_seed(cfg.seed)
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+    tracked = dict(generator=generator, discriminator=discriminator, g_opt=g_opt, d_opt=d_opt,
+                   rng=rng, step=step_var)
+    if encoder is not None:
+        tracked["encoder"] = encoder
+    ckpt = tf.train.Checkpoint(**tracked)
+    manager = tf.train.CheckpointManager(ckpt, str(run / "ckpt"), max_to_keep=2)
+    if resume and manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).expect_partial()
+    start = int(step_var.numpy())
+    for name in ("log.csv", "val.csv"):
+        _truncate_csv(run / name, start)
+
+    train_data = to_unit_range(train_u8)
+    ds = tf.data.Dataset.from_tensor_slices(train_data)
+    ds = ds.shuffle(len(train_data), seed=cfg.seed + start, reshuffle_each_iteration=True).repeat()
+    if cfg.flip:
+        ds = ds.map(tf.image.random_flip_left_right, num_parallel_calls=1)
+    ds = ds.batch(cfg.batch, drop_remainder=True).prefetch(2)
+    it = iter(strategy.experimental_distribute_dataset(ds))
+    global_batch = cfg.batch
+    noise_steps = tf.constant([2.0 ** (3 - b) for b in cfg.noise_bits], tf.float32)
+
+    def bce_real(logits):  # -log sigmoid(l)
+        return tf.nn.softplus(-logits)[:, 0]
+
+    def bce_fake(logits):  # -log (1 - sigmoid(l))
+        return tf.nn.softplus(logits)[:, 0]
+
+    def replica_step(x):
+        n = tf.shape(x)[0]
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            if encoder is not None:
+                z = encoder(x, training=True)
+                pick = rng.uniform([n], 0, len(cfg.noise_bits), dtype=tf.int32)
+                width = tf.gather(noise_steps, pick)[:, None]
+                z = z + rng.uniform(tf.shape(z), -0.5, 0.5) * width
+            else:
+                z = rng.normal([n, cfg.latent_dim])
+            fake = generator(z, training=True)
+            d_real = discriminator(x, training=True)
+            d_fake = discriminator(fake, training=True)
+            adv = bce_real(d_fake)
+            d_loss = tf.nn.compute_average_loss(bce_real(d_real) + bce_fake(d_fake), global_batch_size=global_batch)
+            if encoder is not None:
+                mse = tf.reduce_mean(tf.square(fake - x), axis=[1, 2, 3])
+                ssim = tf.image.ssim(fake, x, max_val=2.0, filter_size=11)
+                per = cfg.w_mse * mse + cfg.w_ssim * (1.0 - ssim) + cfg.w_adv * adv
+            else:
+                mse = tf.zeros_like(adv)
+                per = adv
+            g_loss = tf.nn.compute_average_loss(per, global_batch_size=global_batch)
+        g_vars = generator.trainable_variables + (encoder.trainable_variables if encoder is not None else [])
+        g_opt.apply_gradients(zip(g_tape.gradient(g_loss, g_vars), g_vars))
+        d_vars = discriminator.trainable_variables
+        d_opt.apply_gradients(zip(d_tape.gradient(d_loss, d_vars), d_vars))
+        avg = lambda t: tf.nn.compute_average_loss(t, global_batch_size=global_batch)  # noqa: E731
+        return {"d_loss": d_loss, "g_loss": g_loss, "adv": avg(adv), "mse": avg(mse)}
+
+    @tf.function
+    def train_step(dist_x):
+        out = strategy.run(replica_step, args=(dist_x,))
+        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in out.items()}
+
+    eval_u8 = val_u8[: cfg.eval_images]
+    best_path = run / "best"
+    best = json.loads((best_path / "best.json").read_text()) if (best_path / "best.json").exists() else None
+    sample_z = np.random.default_rng(cfg.seed).standard_normal((32, cfg.latent_dim)).astype(np.float32)
+
+    def evaluate(step: int) -> None:
+        nonlocal best
+        res = validation_psnr(generator, encoder, eval_u8, cfg.eval_steps)
+        _append_csv(run / "val.csv", {"step": step, **res})
+        from runtime.inversion import predict
+
+        grid = [from_unit_range(predict(generator, sample_z[:16]))]
+        if encoder is not None:
+            recon = from_unit_range(predict(generator, predict(encoder, to_unit_range(eval_u8[:8]))))
+            grid = [eval_u8[:8], recon] + grid
+        save_grid(np.concatenate(grid), run / "samples" / f"step_{step:06d}.png")
+        if best is None or res["val_psnr"] > best["val_psnr"]:
+            best = {"step": step, **res}
+            tmp = run / "best.tmp"
+            tmp.mkdir(exist_ok=True)
+            generator.save_weights(tmp / "generator.weights.h5")
+            if encoder is not None:
+                encoder.save_weights(tmp / "encoder.weights.h5")
+            (tmp / "best.json").write_text(json.dumps(best, indent=2))
+            if best_path.exists():
+                for f in best_path.iterdir():
+                    f.unlink()
+                best_path.rmdir()
+            tmp.rename(best_path)
+        plot_curves(run)
+        if not quiet:
+            tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.2f} dB" for k, v in res.items())
+                       + f" (best {best['val_psnr']:.2f} dB at {best['step']})")
+
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"train {run.name}", disable=quiet,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
+    t_steps, n_timed = 0.0, 0
+    losses = None
+    for step in range(start + 1, cfg.steps + 1):
+        t0 = time.perf_counter()
+        losses = {k: float(v) for k, v in train_step(next(it)).items()}
+        if step > start + 2:  # skip tracing steps
+            t_steps += time.perf_counter() - t0
+            n_timed += 1
+        if not all(np.isfinite(v) for v in losses.values()):
+            raise CodecError(f"training diverged at step {step}: {losses}")
+        step_var.assign(step)
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)
+        if step % 50 == 0 or step == cfg.steps:
+            _append_csv(run / "log.csv", {"step": step, **losses})
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            evaluate(step)
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            manager.save(checkpoint_number=step)
+    bar.close()
+    summary = {"run": str(run), "steps": cfg.steps, "best": best, "last_losses": losses,
+               "seconds_per_step": (t_steps / n_timed) if n_timed else None}
+    (run / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, help=".npz (keys train/val) or a folder of images")
+    p.add_argument("--out", required=True, help="run directory, e.g. runs/airplane")
+    p.add_argument("--mode", choices=["gan", "recon"], default="recon")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--latent-dim", type=int, default=128)
+    p.add_argument("--steps", type=int, default=10000)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.0, help="learning rate (default: 2e-4 gan, 5e-4 recon)")
+    p.add_argument("--g-widths", type=lambda s: [int(v) for v in s.split(",")], default=None)
+    p.add_argument("--d-widths", type=lambda s: [int(v) for v in s.split(",")], default=None)
+    p.add_argument("--e-widths", type=lambda s: [int(v) for v in s.split(",")], default=None)
+    p.add_argument("--norm", choices=["auto", "batch", "none"], default="auto")
+    p.add_argument("--ckpt-every", type=int, default=500)
+    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--eval-images", type=int, default=64)
+    p.add_argument("--eval-steps", type=int, default=150)
+    p.add_argument("--w-adv", type=float, default=None, help="adversarial weight (recon mode)")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for TensorFlow (0: all)")
+    a = p.parse_args(argv)
+    if a.threads:
+        tf = _tf()
+        tf.config.threading.set_intra_op_parallelism_threads(a.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(a.threads)
+    cfg = TrainConfig(data=a.data, out=a.out, mode=a.mode, image_size=a.image_size,
+                      latent_dim=a.latent_dim, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed,
+                      norm=a.norm, ckpt_every=a.ckpt_every, eval_every=a.eval_every,
+                      eval_images=a.eval_images, eval_steps=a.eval_steps)
+    for name in ("g_widths", "d_widths", "e_widths"):
+        if getattr(a, name):
+            setattr(cfg, name, getattr(a, name))
+    if a.w_adv is not None:
+        cfg.w_adv = a.w_adv
+    try:
+        summary = train(cfg, resume=a.resume)
+    except CodecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume", file=sys.stderr)
+        return 130
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
