@@ -1,0 +1,80 @@
+"""Shared fixtures: tiny synthetic data and a tiny trained + exported bundle (no ../shared)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def synthetic_images(n: int, size: int = 16, seed: int = 0) -> np.ndarray:
+    """Smooth coloured blobs: structured enough for a generator to learn something in few steps."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    out = np.empty((n, size, size, 3), np.uint8)
+    for i in range(n):
+        cx, cy, r = rng.uniform(0.3, 0.7, 2).tolist() + [rng.uniform(0.15, 0.35)]
+        blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))
+        fg, bg = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+        out[i] = np.clip(bg + (fg - bg) * blob[..., None], 0, 255).astype(np.uint8)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_npz(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(path, train=synthetic_images(96, 16, 0), val=synthetic_images(16, 16, 1))
+    return path
+
+
+def tiny_config(data, out, **kw):
+    from training.train import TrainConfig
+
+    base = dict(data=str(data), out=str(out), mode="recon", image_size=16, latent_dim=8,
+                g_widths=[16, 8, 8], d_widths=[8, 16], e_widths=[8, 8, 16], steps=6, batch=16,
+                ckpt_every=3, eval_every=3, eval_images=8, eval_steps=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_npz, tmp_path_factory) -> Path:
+    from training.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    train(tiny_config(tiny_npz, out, steps=40, eval_every=20, ckpt_every=20), quiet=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_run, tmp_path_factory) -> Path:
+    """A real exported bundle (ONNX + Keras mirror + encoder + manifest) of a tiny trained model."""
+    from export.onnx import export_run
+
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    export_run(tiny_run, out)
+    return out
+
+
+@pytest.fixture
+def models_env(tiny_bundle, monkeypatch):
+    """Make the tiny bundle discoverable by id through $GANCODEC_MODELS."""
+    monkeypatch.setenv("GANCODEC_MODELS", str(tiny_bundle.parent))
+    return tiny_bundle
+
+
+def run_module(module: str, *args, env=None, cwd=ROOT, input=None, timeout=300):
+    """Run ``python -m module args`` in a subprocess; returns CompletedProcess (text)."""
+    import subprocess
+
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=full_env, input=input, timeout=timeout)
