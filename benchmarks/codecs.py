@@ -29,6 +29,7 @@ class ClassicCodec:
     options: tuple[tuple[str, object], ...] = ()
 
     def available(self) -> bool:
+        Image.init()  # registers every plugin, so SAVE is complete
         return self.pil_format in Image.SAVE
 
     def encode(self, pixels: np.ndarray, quality: int) -> bytes:
