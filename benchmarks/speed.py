@@ -1,0 +1,333 @@
+"""python -m benchmarks.speed [--model NAME|DIR] [--threads N] [--quick] [--out DIR]
+
+Speed of one model bundle on this machine's CPU (onnxruntime, CPU provider):
+
+- decode latency at batch 1 (p50/p95): the generator alone (``bundle.generate`` on one latent) and
+  the full ``Codec.decode(bytes)`` (header, CRC, range decoding, dequantization, generator);
+- decode throughput at batch 256 (images/s);
+- encode milliseconds per image by batch size (1, 16, 64) and inversion steps (0, 25, 100), after
+  one warm-up encode (whose time, mostly loading TensorFlow and the mirror, is reported apart);
+- peak memory (``resource.getrusage`` maxrss): after the decode part (numpy, onnxruntime, Pillow,
+  constriction: what a decoder needs) and at the end (TensorFlow included);
+- JPEG, WebP and AVIF (where Pillow has it) encode/decode times of the same images in the same run;
+- the generator's FLOPs per image (2 × the multiply-accumulates of its Conv/ConvTranspose/MatMul/
+  Gemm nodes, from the ONNX graph with shape inference at batch 1), against the machine's
+  arithmetic limit measured as numpy float32 matmul GFLOP/s (1 thread and all threads).
+
+Targets for encoding are images decoded from random latents (timing does not depend on content:
+the number of steps is fixed). Writes ``speed.json`` and ``speed.md`` in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.rd import RESULTS_DIR, cli, fmt, md_table, now, quiet_tensorflow, write_json
+from runtime import bitstream
+from runtime.errors import CodecError
+
+FULL = {"repeats": 200, "throughput_batch": 256, "throughput_repeats": 5, "batch_sizes": (1, 16, 64),
+        "steps": (0, 25, 100), "classic_repeats": 50, "matmul_n": 1024}
+QUICK = {"repeats": 10, "throughput_batch": 16, "throughput_repeats": 2, "batch_sizes": (1, 4),
+         "steps": (0, 2), "classic_repeats": 3, "matmul_n": 256}
+CLASSIC_QUALITY = 75
+
+
+def timings(fn, repeats: int, warmup: int = 3) -> np.ndarray:
+    """Wall seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    out = np.empty(repeats)
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out[i] = time.perf_counter() - t0
+    return out
+
+
+def latency(seconds: np.ndarray) -> dict:
+    ms = np.asarray(seconds) * 1000.0
+    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "mean_ms": float(ms.mean()), "n": int(len(ms))}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB, macOS bytes)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
+
+
+# --- FLOPs and the machine's limit -------------------------------------------------------------
+
+def onnx_macs(path) -> dict:
+    """Multiply-accumulates per image of the Conv, ConvTranspose, MatMul and Gemm nodes of an ONNX
+    model, with shapes from ONNX shape inference at batch 1. Other ops (activations, reshapes,
+    upsampling by Tile, bias adds) are not counted."""
+    import onnx
+    from onnx import helper, numpy_helper, shape_inference
+
+    model = onnx.load(str(path))
+    for inp in model.graph.input:
+        dims = inp.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].ClearField("dim_param")
+            dims[0].dim_value = 1
+    inferred = shape_inference.infer_shapes(model, data_prop=True)
+    shapes = {}
+    for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dims = v.type.tensor_type.shape.dim
+        shapes[v.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    for init in model.graph.initializer:
+        shapes[init.name] = list(numpy_helper.to_array(init).shape)
+
+    def shape(name):
+        s = shapes.get(name)
+        if s is None or any(d is None for d in s):
+            raise CodecError(f"{path}: cannot infer the shape of {name!r} to count FLOPs")
+        return s
+
+    layers, by_op = [], {}
+    for node in inferred.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Conv":
+            out, w = shape(node.output[0]), shape(node.input[1])
+            macs = int(np.prod(out)) * int(np.prod(w[1:]))  # w: (Cout, Cin/groups, kh, kw)
+        elif node.op_type == "ConvTranspose":
+            x, w = shape(node.input[0]), shape(node.input[1])
+            macs = int(np.prod(x)) * int(np.prod(w[1:]))  # w: (Cin, Cout/groups, kh, kw)
+        elif node.op_type == "MatMul":
+            a, out = shape(node.input[0]), shape(node.output[0])
+            macs = int(np.prod(out)) * int(a[-1])
+        elif node.op_type == "Gemm":
+            a, out = shape(node.input[0]), shape(node.output[0])
+            macs = int(np.prod(out)) * int(a[0] if attrs.get("transA", 0) else a[-1])
+        else:
+            continue
+        layers.append({"name": node.name, "op": node.op_type, "output": shape(node.output[0]), "macs": macs})
+        by_op[node.op_type] = by_op.get(node.op_type, 0) + macs
+    total = sum(layer["macs"] for layer in layers)
+    return {"macs": total, "flops": 2 * total, "by_op": by_op, "layers": layers}
+
+
+_MATMUL_CODE = """
+import sys, time, numpy as np
+n, reps = int(sys.argv[1]), int(sys.argv[2])
+a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+b = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
+a @ b
+best = 1e9
+for _ in range(reps):
+    t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)
+print(2.0 * n ** 3 / best / 1e9)
+"""
+
+
+def matmul_gflops(n: int = 1024, threads: int | None = None, repeats: int = 10) -> float | None:
+    """Best-of-``repeats`` numpy float32 (n×n)@(n×n) GFLOP/s in a fresh process (BLAS threads
+    limited to ``threads`` when given). None if it cannot be measured."""
+    env = dict(os.environ)
+    if threads is not None:
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
+            env[var] = str(threads)
+    try:
+        out = subprocess.run([sys.executable, "-c", _MATMUL_CODE, str(n), str(repeats)], capture_output=True,
+                             text=True, env=env, timeout=300, check=True)
+        return float(out.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError, OSError):
+        return None
+
+
+# --- the benchmark -----------------------------------------------------------------------------
+
+def sample_images(bundle, n: int, seed: int = 0) -> np.ndarray:
+    from runtime.images import from_unit_range
+
+    z = np.random.default_rng(seed).standard_normal((n, bundle.latent_dim)).astype(np.float32)
+    return from_unit_range(bundle.generate(z))
+
+
+def classic_speed(images: np.ndarray, repeats: int, quality: int = CLASSIC_QUALITY) -> dict:
+    """Per classic codec: median encode and decode ms per image and mean bytes, at ``quality``."""
+    from benchmarks.codecs import available_codecs
+
+    out = {}
+    for name, c in available_codecs().items():
+        files = [c.encode(im, quality) for im in images]
+        enc = np.concatenate([timings(lambda im=im: c.encode(im, quality), repeats, warmup=1) for im in images])
+        dec = np.concatenate([timings(lambda d=d: c.decode(d), repeats, warmup=1) for d in files])
+        out[name] = {"quality": quality, "bytes": float(np.mean([len(f) for f in files])),
+                     "encode": latency(enc), "decode": latency(dec)}
+    return out
+
+
+def measure_speed(model=None, threads: int = 1, quick: bool = False, progress: bool = True) -> dict:
+    from runtime.codec import Codec
+
+    cfg = QUICK if quick else FULL
+    if threads < 1:
+        raise CodecError("--threads must be at least 1")
+    codec = Codec(model, threads=threads)
+    bundle = codec.bundle
+    bits = bundle.default_bits
+    rng = np.random.default_rng(0)
+    note = lambda msg: print(msg, file=sys.stderr, flush=True) if progress else None  # noqa: E731
+
+    # decode: generator alone, full Codec.decode, throughput
+    note("decode latency ...")
+    z1 = rng.standard_normal((1, bundle.latent_dim)).astype(np.float32)
+    symbols, _ = bitstream.quantize(z1[0], bits)
+    data = bitstream.pack(symbols, bits, bundle.model_id_bytes, "range")
+    gen = latency(timings(lambda: bundle.generate(z1), cfg["repeats"]))
+    dec = latency(timings(lambda: codec.decode(data), cfg["repeats"]))
+    zb = rng.standard_normal((cfg["throughput_batch"], bundle.latent_dim)).astype(np.float32)
+    tb = timings(lambda: bundle.generate(zb), cfg["throughput_repeats"], warmup=1)
+    throughput = {"batch": cfg["throughput_batch"], "images_per_s": float(cfg["throughput_batch"] / np.median(tb)),
+                  "ms_per_image": float(np.median(tb) * 1000 / cfg["throughput_batch"])}
+    decode_peak = peak_rss_mb()
+
+    # classic codecs on the same images
+    note("classic codecs ...")
+    targets = sample_images(bundle, max(cfg["batch_sizes"]))
+    classic = classic_speed(targets[:8], cfg["classic_repeats"])
+
+    # encode
+    note("encode (first call loads TensorFlow and the mirror) ...")
+    t0 = time.perf_counter()
+    codec.encode_detailed(list(targets[:1]), bits=bits, steps=4)
+    first_call = time.perf_counter() - t0
+    encode = []
+    for bs in cfg["batch_sizes"]:
+        for steps in cfg["steps"]:
+            t0 = time.perf_counter()
+            codec.encode_detailed(list(targets[:bs]), bits=bits, steps=steps)
+            dt = time.perf_counter() - t0
+            encode.append({"batch": bs, "steps": steps, "seconds": dt, "ms_per_image": dt * 1000 / bs})
+            note(f"  batch {bs:3d}, {steps:3d} steps: {dt * 1000 / bs:8.1f} ms/image")
+    total_peak = peak_rss_mb()
+
+    # FLOPs vs the machine's limit
+    note("FLOPs and matmul GFLOP/s ...")
+    try:
+        flops = onnx_macs(bundle.path("generator.onnx"))
+    except ImportError:
+        flops = None
+    gf1 = matmul_gflops(cfg["matmul_n"], threads=1)
+    gfall = matmul_gflops(cfg["matmul_n"], threads=None)
+    arithmetic = {"matmul_n": cfg["matmul_n"], "gflops_1_thread": gf1, "gflops_all_threads": gfall}
+    if flops is not None:
+        achieved = flops["flops"] * throughput["images_per_s"] / 1e9
+        limit = gf1 if threads == 1 else gfall
+        arithmetic.update({
+            "generator_gflops_per_image": flops["flops"] / 1e9,
+            "achieved_gflops_batch": achieved,
+            "ideal_ms_per_image": None if not limit else flops["flops"] / (limit * 1e9) * 1000,
+            "fraction_of_limit": None if not limit else achieved / limit,
+        })
+
+    jpeg = classic.get("JPEG")
+    enc100 = [e for e in encode if e["steps"] == max(cfg["steps"]) and e["batch"] == max(cfg["batch_sizes"])]
+    ratios = {}
+    if jpeg:
+        ratios["decode_vs_jpeg"] = dec["p50_ms"] / jpeg["decode"]["p50_ms"]
+        if enc100:
+            ratios["encode_vs_jpeg"] = enc100[0]["ms_per_image"] / jpeg["encode"]["p50_ms"]
+    import onnxruntime
+
+    return {
+        "kind": "speed", "created": now(), "quick": quick,
+        "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                    "platform": platform.platform(), "python": platform.python_version(),
+                    "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
+                    "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
+        "model": {"name": bundle.name, "model_id": bundle.model_id, "latent_dim": bundle.latent_dim,
+                  "image_size": bundle.image_size, "bits": bits, "file_bytes": len(data)},
+        "threads": threads,
+        "decode": {"generate_batch1": gen, "codec_decode_batch1": dec, "throughput": throughput},
+        "encode": encode, "encode_first_call_s": first_call,
+        "memory": {"decode_peak_rss_mb": decode_peak, "total_peak_rss_mb": total_peak},
+        "classic": classic, "ratios": ratios, "flops": flops, "arithmetic": arithmetic,
+    }
+
+
+def markdown(r: dict) -> str:
+    m, d, a = r["model"], r["decode"], r["arithmetic"]
+    lines = [f"# Speed: `{m['name']}` on CPU ({r['threads']} onnxruntime thread(s))", "",
+             f"{r['machine']['processor']}, {r['machine']['cpu_count']} cores, onnxruntime {r['machine']['onnxruntime']}; "
+             f"load average at the end {', '.join(f'{x:.1f}' for x in r['machine']['load_average'] or [])}"
+             f"{' (quick mode)' if r['quick'] else ''}. Created {r['created']}.", "",
+             "## Decoding", "",
+             md_table(["what", "p50 ms", "p95 ms"], [
+                 ["generator, 1 latent", fmt(d["generate_batch1"]["p50_ms"], 3), fmt(d["generate_batch1"]["p95_ms"], 3)],
+                 [f"Codec.decode({m['file_bytes']} B file)", fmt(d["codec_decode_batch1"]["p50_ms"], 3),
+                  fmt(d["codec_decode_batch1"]["p95_ms"], 3)]]), "",
+             f"Throughput at batch {d['throughput']['batch']}: {d['throughput']['images_per_s']:.0f} images/s "
+             f"({d['throughput']['ms_per_image']:.3f} ms/image).", "",
+             "## Encoding (ms per image)", "",
+             f"First call (imports TensorFlow, loads and verifies the mirror, 1 image, 4 steps): "
+             f"{r['encode_first_call_s']:.1f} s.", ""]
+    batches = sorted({e["batch"] for e in r["encode"]})
+    steps = sorted({e["steps"] for e in r["encode"]})
+    cell = {(e["batch"], e["steps"]): e["ms_per_image"] for e in r["encode"]}
+    lines += [md_table(["batch"] + [f"{s} steps" for s in steps],
+                       [[b] + [fmt(cell.get((b, s)), 1) for s in steps] for b in batches]), ""]
+    lines += ["## Classic codecs (same images, same run)", "",
+              md_table(["codec", "quality", "bytes", "encode p50 ms", "decode p50 ms"],
+                       [[n, c["quality"], f"{c['bytes']:.0f}", fmt(c["encode"]["p50_ms"], 3), fmt(c["decode"]["p50_ms"], 3)]
+                        for n, c in r["classic"].items()]), ""]
+    if r["ratios"]:
+        lines += ["Ratios: " + ", ".join(f"{k.replace('_', ' ')} ×{v:.0f}" for k, v in r["ratios"].items()), ""]
+    lines += ["## Memory", "",
+              f"Peak RSS after decoding: {r['memory']['decode_peak_rss_mb']:.0f} MiB; "
+              f"after encoding (TensorFlow loaded): {r['memory']['total_peak_rss_mb']:.0f} MiB.", "",
+              "## Arithmetic", ""]
+    if r["flops"]:
+        lines += [f"Generator: {r['flops']['flops'] / 1e6:.1f} MFLOP per image "
+                  f"({', '.join(f'{k} {v / 1e6:.1f} M MACs' for k, v in r['flops']['by_op'].items())})."]
+    lines += [f"numpy float32 matmul ({a['matmul_n']}²): {fmt(a['gflops_1_thread'], 1)} GFLOP/s on 1 thread, "
+              f"{fmt(a['gflops_all_threads'], 1)} GFLOP/s on all threads."]
+    if "achieved_gflops_batch" in a:
+        frac = a["fraction_of_limit"]
+        lines += [f"The generator at batch {d['throughput']['batch']} runs at {a['achieved_gflops_batch']:.1f} GFLOP/s"
+                  + (f", {frac * 100:.0f} % of that limit (ideal {a['ideal_ms_per_image']:.3f} ms/image)." if frac else ".")]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.split("\n\n")[1])
+    p.add_argument("--model", help="bundle directory, name or model id (default: airplane)")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1, as the CLIs)")
+    p.add_argument("--quick", action="store_true", help="few repeats, small batches (for tests)")
+    p.add_argument("--out", default=str(RESULTS_DIR), help="output directory (default benchmarks/results)")
+    p.add_argument("--no-progress", action="store_true", help="no progress messages")
+    return p.parse_args(argv)
+
+
+def run(argv=None) -> int:
+    args = parse_args(argv)
+    quiet_tensorflow()
+    result = measure_speed(args.model, args.threads, args.quick, not args.no_progress)
+    out = Path(args.out)
+    write_json(out / "speed.json", result)
+    text = markdown(result)
+    (out / "speed.md").write_text(text)
+    print(text)
+    print(f"wrote {out / 'speed.json'}, {out / 'speed.md'}")
+    return 0
+
+
+def main(argv=None) -> int:
+    return cli(run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

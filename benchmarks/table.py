@@ -1,0 +1,156 @@
+"""python -m benchmarks.table [--models airplane,automobile,flowers] [--limit N] [--steps N]
+[--data-dir DIR] [--out DIR]
+
+Reproduces Table 1 of the reference report: per shipped model, the means over its data set's
+validation split of L1 (sum of absolute errors per image, 0–255 scale), MSE, PSNR (mean of
+per-image PSNRs) and MS-SSIM, plus SSIM and file bytes, at the bundle's default bit depth, next to
+the reference values. Metrics are those of :mod:`runtime.metrics` (MS-SSIM uses 3 scales at
+32×32, see there, so it is not necessarily the reference's exact MS-SSIM).
+
+A ``--models`` entry is a shipped name (airplane, automobile, flowers: ``models/NAME`` on its data
+set in ``--data-dir``) or ``MODEL=DATA`` for any bundle and data set (no reference values).
+Writes ``table.json`` and ``table.md`` in ``--out`` (default benchmarks/results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.rd import (RESULTS_DIR, cli, fmt, load_split, md_table, now, quiet_tensorflow, run_codec,
+                           write_json)
+from runtime.errors import CodecError
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = ROOT.parent / "shared" / "data"
+MODELS_DIR = ROOT / "models"
+# Table 1 of the reference report (means over the validation split).
+REFERENCE = {
+    "airplane": {"dataset": "cifar10_airplane", "l1": 84741.75, "mse": 4189.84, "psnr": 16.87, "ms_ssim": 0.9313},
+    "automobile": {"dataset": "cifar10_automobile", "l1": 206785.75, "mse": 20089.51, "psnr": 6.99,
+                   "ms_ssim": 0.6641},
+    "flowers": {"dataset": "flowers64", "l1": 104047.25, "mse": 6389.83, "psnr": 13.06, "ms_ssim": 0.7960},
+}
+COLUMNS = (("l1", "L1", 0, False), ("mse", "MSE", 2, False), ("psnr", "PSNR", 2, True),
+           ("ms_ssim", "MS-SSIM", 4, True))
+
+
+def resolve_entries(models: list[str], data_dir: Path) -> list[dict]:
+    """``--models`` items -> [{label, model, data, reference}]."""
+    entries = []
+    for item in models:
+        if "=" in item:
+            model, data = item.split("=", 1)
+            entries.append({"label": None, "model": model, "data": data, "reference": None})
+        elif item in REFERENCE:
+            ref = REFERENCE[item]
+            entries.append({"label": item, "model": str(MODELS_DIR / item),
+                            "data": str(Path(data_dir) / f"{ref['dataset']}.npz"), "reference": ref})
+        else:
+            raise CodecError(f"unknown model {item!r}: use one of {', '.join(REFERENCE)} or MODEL=DATA.npz")
+    if not entries:
+        raise CodecError("no models given")
+    return entries
+
+
+def evaluate(model, data, limit: int | None = None, steps: int = 100, bits: int | None = None,
+             batch: int = 64, progress: bool = True) -> dict:
+    """Encode the val split of ``data`` with ``model`` (a Codec, or a bundle spec) at ``bits``
+    (default: the bundle's); returns one table row."""
+    from runtime.codec import Codec
+
+    codec = model if isinstance(model, Codec) else Codec(model)
+    bundle = codec.bundle
+    bits = bundle.default_bits if bits is None else bits
+    t0 = time.perf_counter()
+    images = load_split(data, bundle.image_size, "val", limit)
+    point = run_codec(codec, images, [bits], steps=steps, batch=batch, progress=progress, keep_per_image=False)[0]
+    return {"model": bundle.name, "directory": str(bundle.directory), "model_id": bundle.model_id,
+            "data": str(data), "n_images": point["n"], "bits": bits, "steps": steps,
+            "seconds": time.perf_counter() - t0,
+            **{k: point[k] for k in ("bytes", "bpp", "l1", "mse", "psnr", "psnr_of_mean_mse", "ssim", "ms_ssim")}}
+
+
+def build_table(models: list[str], limit: int | None = None, steps: int = 100, data_dir: Path = DATA_DIR,
+                batch: int = 64, progress: bool = True) -> dict:
+    from runtime.codec import Codec
+
+    entries = resolve_entries(models, data_dir)
+    for entry in entries:  # every model and data set checked before the long work starts
+        entry["codec"] = Codec(entry["model"])
+        if not Path(entry["data"]).exists():
+            raise CodecError(f"{entry['data']}: no such data set")
+    rows = []
+    for entry in entries:
+        row = evaluate(entry["codec"], entry["data"], limit, steps, batch=batch, progress=progress)
+        row["label"] = entry["label"] or row["model"]
+        row["reference"] = None if entry["reference"] is None else {
+            k: entry["reference"][k] for k, *_ in COLUMNS}
+        rows.append(row)
+    return {"kind": "table", "created": now(), "limit": limit, "steps": steps, "rows": rows}
+
+
+def markdown(result: dict) -> str:
+    headers = ["model", "images", "bits", "bytes"]
+    for _, name, _, _ in COLUMNS:
+        headers += [name, f"{name} (ref)"]
+    headers += ["SSIM"]
+    rows = []
+    for r in result["rows"]:
+        ref = r["reference"] or {}
+        cells = [r["label"], r["n_images"], r["bits"], f"{r['bytes']:.1f}"]
+        for key, _, digits, higher in COLUMNS:
+            ours, theirs = r[key], ref.get(key)
+            mark = ""
+            if theirs is not None:
+                mark = " ✓" if (ours > theirs if higher else ours < theirs) else ""
+            cells += [fmt(ours, digits) + mark, fmt(theirs, digits)]
+        cells += [fmt(r["ssim"], 4)]
+        rows.append(cells)
+    limit = f", first {result['limit']} images" if result["limit"] else ""
+    return "\n".join([
+        "# Table 1: reconstruction quality on the validation splits", "",
+        f"Means over the validation split{limit}, at each bundle's default bit depth, "
+        f"{result['steps']} inversion steps; bytes are whole latent.bin files. "
+        "L1 = sum of absolute errors per image (0–255), MSE on 0–255, PSNR = mean of per-image PSNRs. "
+        "✓ = better than the reference. Created " + result["created"] + ".", "",
+        md_table(headers, rows), ""])
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.table", description=__doc__.split("\n\n")[1])
+    p.add_argument("--models", default=",".join(REFERENCE),
+                   help="comma-separated: airplane, automobile, flowers or MODEL=DATA.npz (default: the three)")
+    p.add_argument("--limit", type=int, help="only the first N validation images per model")
+    p.add_argument("--steps", type=int, default=100, help="inversion steps (default 100)")
+    p.add_argument("--batch", type=int, default=64, help="images encoded together (default 64)")
+    p.add_argument("--data-dir", default=str(DATA_DIR), help="folder of the shipped data sets (default ../shared/data)")
+    p.add_argument("--out", default=str(RESULTS_DIR), help="output directory (default benchmarks/results)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def run(argv=None) -> int:
+    args = parse_args(argv)
+    quiet_tensorflow()
+    if args.steps < 0:
+        raise CodecError("--steps must be >= 0")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    result = build_table(models, args.limit, args.steps, Path(args.data_dir), args.batch, not args.no_progress)
+    out = Path(args.out)
+    write_json(out / "table.json", result)
+    text = markdown(result)
+    (out / "table.md").write_text(text)
+    print(text)
+    print(f"wrote {out / 'table.json'}, {out / 'table.md'}")
+    return 0
+
+
+def main(argv=None) -> int:
+    return cli(run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from runtime.errors import CodecError
+from tests.conftest import synthetic_images, tiny_config
+
+
+def test_npz_with_split(tiny_npz):
+    from training.data import load_dataset
+
+    train, val = load_dataset(tiny_npz, 16)
+    assert train.shape == (96, 16, 16, 3) and val.shape == (16, 16, 16, 3)
+    assert train.dtype == np.uint8
+
+
+def test_npz_without_split_is_split_80_20(tmp_path):
+    from training.data import load_dataset
+
+    path = tmp_path / "images.npz"
+    np.savez(path, images=synthetic_images(50, 32))
+    train, val = load_dataset(path, 16)
+    assert (len(train), len(val)) == (40, 10)
+    assert train.shape[1:] == (16, 16, 3)
+
+
+def test_folder_any_size_is_cropped_and_resized(tmp_path):
+    from training.data import load_dataset
+
+    for i, (w, h) in enumerate([(40, 30), (64, 64), (17, 50), (33, 33), (20, 20)]):
+        Image.new("RGB", (w, h), (i * 40, 0, 0)).save(tmp_path / f"im{i}.png")
+    Image.new("L", (20, 20), 5).save(tmp_path / "gray.jpg")
+    train, val = load_dataset(tmp_path, 16)
+    assert len(train) + len(val) == 6 and len(val) == 1
+    assert train.shape[1:] == (16, 16, 3)
+
+
+def test_loader_errors(tmp_path):
+    from training.data import load_dataset
+
+    with pytest.raises(CodecError, match="no image files"):
+        load_dataset(tmp_path, 16)
+    (tmp_path / "broken.png").write_bytes(b"not a png at all")
+    with pytest.raises(CodecError, match="broken.png"):
+        load_dataset(tmp_path, 16)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, train=np.zeros((4, 16, 16), np.uint8))
+    with pytest.raises(CodecError, match="shape"):
+        load_dataset(bad, 16)
+    wrong_dtype = tmp_path / "float.npz"
+    np.savez(wrong_dtype, train=np.zeros((4, 16, 16, 3), np.float32))
+    with pytest.raises(CodecError, match="uint8"):
+        load_dataset(wrong_dtype, 16)
+    with pytest.raises(CodecError, match="no such"):
+        load_dataset(tmp_path / "missing.npz", 16)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(CodecError, match="npz"):
+        load_dataset(tmp_path / "notes.txt", 16)
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_architectures_have_configured_shapes(size):
+    from training.models import build_discriminator, build_encoder, build_generator
+
+    g = build_generator(24, size, (32, 16, 8, 8, 8), norm="batch")
+    assert g.input_shape == (None, 24) and g.output_shape == (None, size, size, 3)
+    d = build_discriminator(size, (8, 16))
+    assert d.output_shape == (None, 1)
+    e = build_encoder(24, size, (8, 8, 16, 16, 16))
+    assert e.output_shape == (None, 24)
+    out = g(np.zeros((2, 24), np.float32)).numpy()
+    assert out.min() >= -1 and out.max() <= 1
+
+
+def test_bad_image_size():
+    from training.models import build_generator
+
+    with pytest.raises(ValueError):
+        build_generator(8, 48)
+
+
+@pytest.mark.parametrize("mode", ["gan", "recon"])
+def test_tiny_training_has_finite_losses_and_artifacts(tiny_npz, tmp_path, mode):
+    from training.train import train
+
+    out = tmp_path / mode
+    summary = train(tiny_config(tiny_npz, out, mode=mode, steps=6), quiet=True)
+    assert all(np.isfinite(v) for v in summary["last_losses"].values())
+    for name in ("config.json", "log.csv", "val.csv", "curves.png", "best/generator.weights.h5", "summary.json"):
+        assert (out / name).exists(), name
+    assert list((out / "samples").glob("*.png"))
+    best = json.loads((out / "best" / "best.json").read_text())
+    assert np.isfinite(best["val_psnr"]) and best["val_psnr"] > 0
+
+
+def test_checkpoint_then_resume_continues_with_same_weights(tiny_npz, tmp_path):
+    import tensorflow as tf
+
+    from training.train import build_models, load_config, train
+
+    out = tmp_path / "run"
+    train(tiny_config(tiny_npz, out, steps=6, ckpt_every=3, eval_every=3), quiet=True)
+    cfg = load_config(out).resolved()
+    g, d, e = build_models(cfg)
+    ckpt = tf.train.Checkpoint(generator=g, step=tf.Variable(0, dtype=tf.int64))
+    ckpt.restore(tf.train.latest_checkpoint(str(out / "ckpt"))).expect_partial()
+    assert int(ckpt.step.numpy()) == 6
+    saved = [w.copy() for w in g.get_weights()]
+
+    # resuming with the same step count restores the weights and trains no further
+    with pytest.raises(CodecError, match="--resume"):
+        train(tiny_config(tiny_npz, out, steps=6), quiet=True)
+    summary = train(tiny_config(tiny_npz, out, steps=6), resume=True, quiet=True)
+    assert summary["steps"] == 6
+    g2, _, _ = build_models(cfg)
+    ck2 = tf.train.Checkpoint(generator=g2, step=tf.Variable(0, dtype=tf.int64))
+    ck2.restore(tf.train.latest_checkpoint(str(out / "ckpt"))).expect_partial()
+    for a, b in zip(saved, g2.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # extending the run continues from step 6
+    summary = train(tiny_config(tiny_npz, out, steps=8), resume=True, quiet=True)
+    ck3 = tf.train.Checkpoint(step=tf.Variable(0, dtype=tf.int64))
+    ck3.restore(tf.train.latest_checkpoint(str(out / "ckpt"))).expect_partial()
+    assert int(ck3.step.numpy()) == 8
+    steps_logged = [int(line.split(",")[0]) for line in (out / "val.csv").read_text().splitlines()[1:]]
+    assert steps_logged == sorted(set(steps_logged))  # no duplicated rows after resume
+
+
+def test_cli_reports_user_errors(tmp_path):
+    from tests.conftest import run_module
+
+    r = run_module("training.train", "--data", tmp_path / "nothing.npz", "--out", tmp_path / "r", "--steps", "1")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith("error: ")
