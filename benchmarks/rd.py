@@ -459,6 +459,31 @@ def winner_text(entry: dict) -> str:
     return f"{entry['winner']} ({w['setting']}, {w['bytes']:.1f} B, {w['psnr']:.2f} dB)"
 
 
+def winners_markdown(result: dict) -> str:
+    """Table: per budget the winner and each codec's best point within it."""
+    names = list(result["curves"])
+    rows = []
+    for budget, entry in result["budgets"].items():
+        cells = []
+        for n in names:
+            p = entry["by_codec"][n]
+            cells.append("cannot reach" if p is None else f"{p['psnr']:.2f} dB ({p['setting']}, {p['bytes']:.0f} B)")
+        rows.append([f"{budget} B", winner_text(entry)] + cells)
+    return md_table(["budget", "winner"] + names, rows)
+
+
+def bd_markdown(result: dict) -> str:
+    """Table: BD-rate and BD-quality of this codec against each classic codec."""
+    rows = []
+    for name, e in result["bd"].items():
+        rows.append([name, fmt(e["bd_rate_psnr_percent"], 1), fmt(e["bd_psnr"], 2),
+                     fmt(e["bd_rate_ms_ssim_percent"], 1), fmt(e["bd_ms_ssim"], 4),
+                     f"{e['ours_bytes_range'][0]:.0f}–{e['ours_bytes_range'][1]:.0f}",
+                     f"{e['classic_bytes_range'][0]:.0f}–{e['classic_bytes_range'][1]:.0f}"])
+    return md_table(["vs", "BD-rate (PSNR) %", "BD-PSNR dB", "BD-rate (MS-SSIM) %", "BD-MS-SSIM",
+                     "our bytes", "their bytes"], rows)
+
+
 def markdown(result: dict) -> str:
     m, d, s = result["model"], result["data"], result["settings"]
     lines = [f"# Rate–distortion: {OURS} `{m['name']}` vs classic codecs", "",
@@ -475,28 +500,13 @@ def markdown(result: dict) -> str:
                   + ", ".join(f"{n} up to {v} of {d['n_images']} images" for n, v in lossless.items())
                   + ". The column 'PSNR(MSE)' (PSNR of the mean MSE) is not affected.", ""]
     lines += ["## Winner at a byte budget", "",
-             "Per codec the best mean-PSNR setting whose mean file size fits the budget.", ""]
-    names = list(result["curves"])
-    rows = []
-    for budget, entry in result["budgets"].items():
-        cells = []
-        for n in names:
-            p = entry["by_codec"][n]
-            cells.append("cannot reach" if p is None else f"{p['psnr']:.2f} dB ({p['setting']}, {p['bytes']:.0f} B)")
-        rows.append([f"{budget} B", winner_text(entry)] + cells)
-    lines += [md_table(["budget", "winner"] + names, rows), ""]
-    lines += ["## Bjøntegaard deltas (this codec vs each classic codec)", "",
+              "Per codec the best mean-PSNR setting whose mean file size fits the budget.", "",
+              winners_markdown(result), "",
+              "## Bjøntegaard deltas (this codec vs each classic codec)", "",
               "BD-rate: average change in bytes for equal quality (negative = we need fewer bytes); "
               "BD-PSNR / BD-MS-SSIM: average quality change at equal bytes. "
-              "Cubic fits in log-rate over the overlapping interval; — where the curves do not overlap.", ""]
-    rows = []
-    for name, e in result["bd"].items():
-        rows.append([name, fmt(e["bd_rate_psnr_percent"], 1), fmt(e["bd_psnr"], 2),
-                     fmt(e["bd_rate_ms_ssim_percent"], 1), fmt(e["bd_ms_ssim"], 4),
-                     f"{e['ours_bytes_range'][0]:.0f}–{e['ours_bytes_range'][1]:.0f}",
-                     f"{e['classic_bytes_range'][0]:.0f}–{e['classic_bytes_range'][1]:.0f}"])
-    lines += [md_table(["vs", "BD-rate (PSNR) %", "BD-PSNR dB", "BD-rate (MS-SSIM) %", "BD-MS-SSIM",
-                        "our bytes", "their bytes"], rows), ""]
+              "Cubic fits in log-rate over the overlapping interval; — where the curves do not overlap.", "",
+              bd_markdown(result), ""]
     lines += ["## Quality at equal bytes", "",
               "The classic codec's PSNR at our mean file size (linear in log-rate on its curve); "
               "where its smallest file is larger than ours, its smallest file instead.", ""]

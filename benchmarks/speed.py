@@ -302,6 +302,33 @@ def markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary_markdown(r: dict) -> str:
+    """A few lines for the README: decode latency/throughput, encode cost, memory, FLOPs, classic."""
+    d, a = r["decode"], r["arithmetic"]
+    enc = {(e["batch"], e["steps"]): e["ms_per_image"] for e in r["encode"]}
+    big = max(e["batch"] for e in r["encode"])
+    rows = [["decode, generator only (batch 1, p50 / p95)",
+             f"{fmt(d['generate_batch1']['p50_ms'], 2)} / {fmt(d['generate_batch1']['p95_ms'], 2)} ms"],
+            ["decode, full `Codec.decode` (batch 1, p50 / p95)",
+             f"{fmt(d['codec_decode_batch1']['p50_ms'], 2)} / {fmt(d['codec_decode_batch1']['p95_ms'], 2)} ms"],
+            [f"decode throughput (batch {d['throughput']['batch']})", f"{d['throughput']['images_per_s']:.0f} images/s"]]
+    for steps in sorted({e["steps"] for e in r["encode"]}):
+        rows.append([f"encode, {steps} steps (batch 1 / batch {big})",
+                     f"{fmt(enc.get((1, steps)), 0)} / {fmt(enc.get((big, steps)), 1)} ms per image"])
+    rows.append(["peak RSS: decode only / with encoding",
+                 f"{r['memory']['decode_peak_rss_mb']:.0f} / {r['memory']['total_peak_rss_mb']:.0f} MiB"])
+    if r["flops"]:
+        rows.append(["generator FLOPs per image", f"{r['flops']['flops'] / 1e6:.1f} MFLOP"])
+    if a.get("fraction_of_limit"):
+        rows.append(["achieved vs numpy matmul limit",
+                     f"{a['achieved_gflops_batch']:.1f} of {fmt(a['gflops_1_thread'] if r['threads'] == 1 else a['gflops_all_threads'], 1)}"
+                     f" GFLOP/s ({a['fraction_of_limit'] * 100:.0f} %)"])
+    for name, c in r["classic"].items():
+        rows.append([f"{name} q{c['quality']} encode / decode (p50)",
+                     f"{fmt(c['encode']['p50_ms'], 3)} / {fmt(c['decode']['p50_ms'], 3)} ms"])
+    return md_table(["measure", "value"], rows)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.split("\n\n")[1])
     p.add_argument("--model", help="bundle directory, name or model id (default: airplane)")

@@ -19,8 +19,17 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.rd import (RESULTS_DIR, cli, fmt, load_split, md_table, now, quiet_tensorflow, run_codec,
-                           write_json)
+from benchmarks.rd import (
+    RESULTS_DIR,
+    cli,
+    fmt,
+    load_split,
+    md_table,
+    now,
+    quiet_tensorflow,
+    run_codec,
+    write_json,
+)
 from runtime.errors import CodecError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +101,8 @@ def build_table(models: list[str], limit: int | None = None, steps: int = 100, d
     return {"kind": "table", "created": now(), "limit": limit, "steps": steps, "rows": rows}
 
 
-def markdown(result: dict) -> str:
+def table_markdown(result: dict) -> str:
+    """The table itself (Markdown), ours next to the reference values."""
     headers = ["model", "images", "bits", "bytes"]
     for _, name, _, _ in COLUMNS:
         headers += [name, f"{name} (ref)"]
@@ -109,6 +119,10 @@ def markdown(result: dict) -> str:
             cells += [fmt(ours, digits) + mark, fmt(theirs, digits)]
         cells += [fmt(r["ssim"], 4)]
         rows.append(cells)
+    return md_table(headers, rows)
+
+
+def markdown(result: dict) -> str:
     limit = f", first {result['limit']} images" if result["limit"] else ""
     return "\n".join([
         "# Table 1: reconstruction quality on the validation splits", "",
@@ -116,7 +130,7 @@ def markdown(result: dict) -> str:
         f"{result['steps']} inversion steps; bytes are whole latent.bin files. "
         "L1 = sum of absolute errors per image (0–255), MSE on 0–255, PSNR = mean of per-image PSNRs. "
         "✓ = better than the reference. Created " + result["created"] + ".", "",
-        md_table(headers, rows), ""])
+        table_markdown(result), ""])
 
 
 def parse_args(argv=None):

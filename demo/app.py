@@ -129,7 +129,7 @@ with tab_compress:
         origin, picks = get_samples(directory, bundle.model_id, str(samples_dir) if samples_dir else None)
         st.caption(f"Samples: {origin}.")
         thumbs = st.columns(len(picks))
-        for i, (label, px) in enumerate(picks):
+        for i, (_label, px) in enumerate(picks):
             thumbs[i].image(demo.enlarge(px, 96), caption=f"#{i + 1}", width="content")
         choice = st.radio("Sample", list(range(len(picks))), format_func=lambda i: f"#{i + 1}",
                           horizontal=True, key="sample")

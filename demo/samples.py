@@ -139,7 +139,7 @@ def classic_rows(original: np.ndarray, target_bytes: int) -> list[Row]:
         quality, data = codec.closest_to_size(original, target_bytes)
         note = f"quality {quality}"
         if len(data) > target_bytes:
-            note += f"; cannot get this small (its smallest file is {len(data) / target_bytes:.1f}× larger)"
+            note += f"; ⚠ cannot get this small (its smallest file is {len(data) / target_bytes:.1f}× larger)"
         rows.append(codec_row(name, original, codec.decode(data), len(data), note))
     return rows
 

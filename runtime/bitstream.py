@@ -42,6 +42,8 @@ MIN_BITS, MAX_BITS = 2, 9
 ID_BYTES = 2
 MAX_FILE_BYTES = 1 << 16  # far above any real file (a 256-d latent at 9 bits is < 400 bytes)
 CLIP_SIGMAS = 6.0
+MAX_SIDE = 8192  # a stored original size is capped before anything is allocated from it
+MAX_RESTORE_PIXELS = 24_000_000
 
 
 def quant_step(bits: int) -> float:
@@ -143,7 +145,15 @@ def read_header(data: bytes) -> Header:
             raise CodecError("file truncated inside the header")
         w, h = struct.unpack(">HH", data[4:8])
         size = (w + 1, h + 1)
+        _check_size(size)
     return Header(version, MODE_NAMES[mode], bits, data[2:4], size)
+
+
+def _check_size(size: tuple[int, int]) -> None:
+    w, h = size
+    if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE and w * h <= MAX_RESTORE_PIXELS):
+        raise CodecError(f"original size {w}x{h} is beyond what a latent.bin may restore "
+                         f"(at most {MAX_SIDE} per side and {MAX_RESTORE_PIXELS // 1_000_000} MP)")
 
 
 # --- payload coding ----------------------------------------------------------------------------
@@ -198,8 +208,10 @@ def _unpack_range(payload: bytes, bits: int, count: int) -> np.ndarray:
     try:
         dec = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
         symbols = dec.decode(model, np.zeros(count), np.full(count, std))
-    except Exception as exc:  # constriction raises its own types on malformed data
-        raise CodecError(f"entropy decoding failed (corrupted file): {exc}") from None
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # constriction raises its own types (a Rust panic is a BaseException)
+        raise CodecError(f"entropy decoding failed (corrupted file): {type(exc).__name__}") from None
     return np.asarray(symbols, dtype=np.int32)
 
 
@@ -248,9 +260,7 @@ def pack(symbols: np.ndarray, bits: int, model_id: bytes, mode: str = "range",
     if len(model_id) != 32:
         raise ValueError("model_id must be the 32-byte SHA-256 digest")
     if size is not None:
-        w, h = size
-        if not (1 <= w <= 65536 and 1 <= h <= 65536):
-            raise CodecError(f"original size {w}x{h} cannot be stored (1..65536 per side)")
+        _check_size(size)
     header = Header(VERSION, mode, bits, model_id[:ID_BYTES], tuple(size) if size else None)
     body = header.to_bytes() + encode_symbols(symbols, bits, mode)
     return body + bytes([crc8(body, crc8(model_id))])

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import synthetic_images
 from runtime import bitstream
 from runtime.codec import Codec, decode_file_bytes
 from runtime.errors import CodecError
+from tests.conftest import synthetic_images
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "demo" / "app.py"
