@@ -50,7 +50,8 @@ DEFAULT_BITS = tuple(range(bitstream.MIN_BITS, bitstream.MAX_BITS + 1))
 BUDGETS = (64, 96, 128)
 METRICS = ("psnr", "ssim", "ms_ssim", "l1", "mse")
 PSNR_CAP = 100.0
-PER_IMAGE_LIMIT = 256  # per-image values go into the JSON for at most this many images
+PLOT_PSNR_TOP = 50.0
+PER_IMAGE_LIMIT = 512  # this codec's per-image values go into the JSON for at most this many images
 OURS = "gancodec"
 
 
@@ -122,10 +123,21 @@ def _clean(value):
     return value
 
 
+def _dumps(obj, level: int = 0) -> str:
+    """JSON with one key per line but lists of numbers/strings on one line (small, diffable)."""
+    pad, inner = " " * level, " " * (level + 1)
+    if isinstance(obj, dict) and obj:
+        items = [f"{inner}{json.dumps(k)}: {_dumps(v, level + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
+        return "[\n" + ",\n".join(inner + _dumps(v, level + 1) for v in obj) + "\n" + pad + "]"
+    return json.dumps(obj, separators=(", ", ": "))
+
+
 def write_json(path: Path, obj) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_clean(obj), indent=1) + "\n")
+    path.write_text(_dumps(_clean(obj)) + "\n")
     return path
 
 
@@ -428,7 +440,7 @@ def benchmark(model, data, split: str = "val", limit: int | None = None, steps: 
     classic = {}
     for c in chosen:
         t0 = time.perf_counter()
-        classic[c.name] = run_classic(c, images, progress=progress, keep_per_image=keep)
+        classic[c.name] = run_classic(c, images, progress=progress, keep_per_image=False)
         timing[c.name] = time.perf_counter() - t0
     bd, equal = compare(ours, classic)
     curves = {OURS: ours, **classic}
@@ -557,6 +569,11 @@ def plot(result: dict, path: Path) -> Path:
                 ax.plot(r, q, marker + "-", color=color, lw=1.2, ms=3, label=name, alpha=0.85)
         for b in BUDGETS:
             ax.axvline(b, color="gray", ls=":", lw=0.8)
+        top = max(p[key] for pts in result["curves"].values() for p in pts)
+        if key == "psnr" and top > PLOT_PSNR_TOP:  # e.g. JPEG re-encoding JPEG-born images exactly
+            ax.set_ylim(top=PLOT_PSNR_TOP)
+            ax.text(0.01, 0.99, f"axis cut at {PLOT_PSNR_TOP:.0f} dB (max {top:.0f})", transform=ax.transAxes,
+                    fontsize=7, va="top", color="gray")
         ax.set_xscale("log")
         ax.set_xlabel("bytes per image (whole file)")
         ax.set_ylabel(label)
@@ -599,7 +616,8 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=64, help="images encoded together (default 64)")
     p.add_argument("--codecs", help="classic codecs to compare, e.g. JPEG,WebP (default all available)")
     p.add_argument("--per-image-limit", type=int, default=PER_IMAGE_LIMIT,
-                   help=f"store per-image values when there are at most this many images (default {PER_IMAGE_LIMIT})")
+                   help=f"store this codec's per-image values when there are at most this many images "
+                        f"(default {PER_IMAGE_LIMIT}; classic codecs: means only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 

@@ -69,18 +69,20 @@ def open_image(source: str | os.PathLike | bytes) -> Image.Image:
     """Open and fully decode an image file (path or bytes); raise CodecError if it is not one."""
     label = "<upload>" if isinstance(source, bytes) else os.fspath(source)
     try:
-        if isinstance(source, bytes):
-            if not source:
-                raise CodecError("empty image data")
-            img = Image.open(io.BytesIO(source))
-        else:
-            if os.path.isdir(source):
-                raise CodecError(f"{label}: is a directory, not an image")
-            if os.path.getsize(source) == 0:
-                raise CodecError(f"{label}: empty file")
-            img = Image.open(source)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if isinstance(source, bytes):
+                if not source:
+                    raise CodecError("empty image data")
+                img = Image.open(io.BytesIO(source))
+            else:
+                if os.path.isdir(source):
+                    raise CodecError(f"{label}: is a directory, not an image")
+                if os.path.getsize(source) == 0:
+                    raise CodecError(f"{label}: empty file")
+                img = Image.open(source)
+            if img.size[0] * img.size[1] > MAX_IMAGE_PIXELS:
+                raise Image.DecompressionBombError("too many pixels")
             img.load()
         img = ImageOps.exif_transpose(img) or img
     except CodecError:

@@ -40,7 +40,7 @@ def test_latent_prior_is_standard_normal_on_training_data(tiny_bundle, tiny_npz)
     from runtime.images import to_unit_range
 
     bundle = load_bundle(tiny_bundle)
-    train = np.load(tiny_npz)["train"]
+    train = np.load(tiny_npz, allow_pickle=False)["train"]
     z = bundle.encode_latents(to_unit_range(train))
     np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-3)
     np.testing.assert_allclose(z.std(axis=0), 1, atol=1e-3)
