@@ -21,7 +21,13 @@ from runtime.errors import CodecError  # noqa: E402
 def check_bundle(directory, samples: int = 64, seed: int = 0) -> dict:
     """Verify hashes and parity; returns {network: max abs diff}. Raises CodecError on failure."""
     from export.onnx import PARITY_TOLERANCE, parity
-    from runtime.bundle import ENCODER_KERAS, ENCODER_ONNX, GENERATOR_KERAS, GENERATOR_ONNX, load_bundle
+    from runtime.bundle import (
+        ENCODER_KERAS,
+        ENCODER_ONNX,
+        GENERATOR_KERAS,
+        GENERATOR_ONNX,
+        load_bundle,
+    )
     from runtime.inversion import load_mirror
 
     bundle = load_bundle(directory)

@@ -186,7 +186,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
                          "e_widths": cfg.e_widths if encoder is not None else None},
             "validation_inversion_psnr": best.get("val_psnr"),
             "validation_encoder_psnr": best.get("encoder_psnr"),
-            "quantization": {"bits": DEFAULT_BITS, "mode": "range", "step": f"2^(3-bits)", "clip_sigmas": 6.0},
+            "quantization": {"bits": DEFAULT_BITS, "mode": "range", "step": "2^(3-bits)", "clip_sigmas": 6.0},
             "parity_max_abs_diff": diffs,
             "files": digests,
             "versions": _versions(),

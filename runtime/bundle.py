@@ -159,14 +159,34 @@ def verify_files(directory: Path, manifest: dict) -> None:
         raise CodecError(f"{directory}: model id is not the hash of {GENERATOR_ONNX}")
 
 
+_LOADED: dict = {}
+
+
+def _signature(d: Path) -> tuple:
+    """Names, sizes and modification times of a bundle's files: a change forces re-verification."""
+    return tuple(sorted((p.name, st.st_size, st.st_mtime_ns) for p in d.iterdir()
+                        if p.is_file() for st in [p.stat()]))
+
+
 def load_bundle(directory: str | os.PathLike, threads: int = 1) -> Bundle:
-    """Load and verify the bundle in ``directory``."""
+    """Load and verify the bundle in ``directory``.
+
+    Verified bundles (and their onnxruntime sessions) are kept per process and reused while their
+    files are unchanged; any change to a file is re-verified against the manifest.
+    """
     d = Path(directory)
     if not d.is_dir():
         raise CodecError(f"{directory}: no such model directory")
+    key = (str(d.resolve()), threads)
+    sig = _signature(d)
+    cached = _LOADED.get(key)
+    if cached is not None and cached[0] == sig:
+        return cached[1]
     manifest = _read_manifest(d)
     verify_files(d, manifest)
-    return Bundle(d, manifest, threads)
+    bundle = Bundle(d, manifest, threads)
+    _LOADED[key] = (sig, bundle)
+    return bundle
 
 
 def list_bundles() -> list[Path]:

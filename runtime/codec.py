@@ -5,7 +5,8 @@ Encoding (TensorFlow is imported only when encoding starts, in runtime.inversion
 1. Candidates, evaluated with onnxruntime: the amortized encoder's latent E(x) when the bundle has
    one, the prior's mode (0) and ``candidates`` random N(0, 1) latents; the best by MSE starts.
 2. Batched gradient descent on the latents with the TF mirror (``generator.keras``), loss
-   MSE + ``ssim_weight``·(1 − SSIM); the last part of the steps is quantization-aware (the
+   MSE + ``ssim_weight``·(1 − SSIM) + ``prior_weight``·½·mean(z²) (a rate term: latents far from
+   the N(0, 1) prior cost more bytes); the last part of the steps is quantization-aware (the
    generator sees the quantized latent, straight-through gradient).
 3. Quantize; evaluate with onnxruntime exactly as the decoder will (one image per run, same
    session settings); keep per image whichever of the refined or starting latent decodes better.
@@ -27,6 +28,7 @@ from runtime.errors import CodecError
 from runtime.images import from_unit_range, restore_size, to_model_size, to_unit_range
 
 MIRROR_TOLERANCE = 1e-4
+DEFAULT_PRIOR_WEIGHT = 0.0
 
 
 @dataclass
@@ -42,10 +44,6 @@ class EncodeResult:
     @property
     def num_bytes(self) -> int:
         return len(self.data)
-
-
-def resolve_bundle(model) -> Bundle:
-    return model if isinstance(model, Bundle) else find_bundle(model)
 
 
 class Codec:
@@ -135,14 +133,18 @@ class Codec:
         return best
 
     def encode_detailed(self, images, bits: int | None = None, steps: int = 100, lr: float = 0.05,
-                        ssim_weight: float = 0.05, candidates: int = 8, mode: str = "range",
-                        keep_size: bool = False, target_bytes: int | None = None,
+                        ssim_weight: float = 0.05, prior_weight: float = DEFAULT_PRIOR_WEIGHT,
+                        candidates: int = 8, mode: str = "range",
+                        keep_size: bool = False, original_sizes: list | None = None,
+                        target_bytes: int | None = None,
                         target_psnr: float | None = None, ste_fraction: float = 0.3,
                         progress=None, seed: int = 0) -> list[EncodeResult]:
         """Encode a batch; every image gets its own latent. Returns bytes and decoder-exact quality.
 
         Rate: ``bits`` fixes the quantization; ``target_bytes`` picks per image the finest bit
         depth whose file fits; ``target_psnr`` the coarsest that reaches the PSNR.
+        ``keep_size`` stores each original (width, height) in the file — taken from the inputs, or
+        from ``original_sizes`` when the inputs were already brought to model size.
         """
         if target_bytes is not None and target_psnr is not None:
             raise CodecError("give --target-bytes or --target-psnr, not both")
@@ -154,6 +156,10 @@ class Codec:
         if steps < 0:
             raise CodecError("steps must be >= 0")
         pixels, sizes = self.prepare(images)
+        if original_sizes is not None:
+            if len(original_sizes) != len(pixels):
+                raise CodecError("original_sizes must give one size per image")
+            sizes = [tuple(s) for s in original_sizes]
         n = len(pixels)
         targets = to_unit_range(pixels)
         z0 = self.initial_latents(targets, candidates, seed)
@@ -171,6 +177,7 @@ class Codec:
             from runtime.inversion import descend
 
             z = descend(self.mirror, targets, z0, steps=plain_steps, lr=lr, ssim_weight=ssim_weight,
+                        prior_weight=prior_weight,
                         progress=tick(0))
         keep = [sizes[i] if keep_size else None for i in range(n)]
 
@@ -189,7 +196,8 @@ class Codec:
             for b in np.unique(chosen):
                 idx = np.flatnonzero(chosen == b)
                 zq[idx] = descend(self.mirror, targets[idx], z[idx], steps=ste_steps, lr=lr * 0.5,
-                                  ssim_weight=ssim_weight, bits=int(b), ste_fraction=1.0,
+                                  ssim_weight=ssim_weight, prior_weight=prior_weight,
+                                  bits=int(b), ste_fraction=1.0,
                                   progress=tick(plain_steps))
         results = []
         for i in range(n):
@@ -235,7 +243,7 @@ def decode_file_bytes(data: bytes, model=None, threads: int = 1) -> tuple[np.nda
     """
     header = bitstream.read_header(data)
     if model is not None:
-        bundle = resolve_bundle(model) if not isinstance(model, str) else find_bundle(model, threads)
+        bundle = model if isinstance(model, Bundle) else find_bundle(model, threads)
         return Codec(bundle).decode(data), bundle
     candidates = bundles_for_prefix(header.model_id_prefix, threads)
     if not candidates:

@@ -29,6 +29,8 @@ def parse_args(argv=None):
     rate.add_argument("--target-psnr", type=float, help="smallest PSNR in dB; picks the bit depth per image")
     p.add_argument("--steps", type=int, default=100, help="refinement steps of latent inversion (default 100)")
     p.add_argument("--ssim-weight", type=float, default=0.05, help="weight of the (1-SSIM) term in the loss")
+    p.add_argument("--prior-weight", type=float, default=None,
+                   help="weight of the rate term ½·mean(z²) that keeps latents cheap to code")
     p.add_argument("--mode", choices=["range", "bzip2", "raw"], default="range", help="latent coding (default range)")
     p.add_argument("--keep-size", action="store_true", help="store the original size; decode restores it")
     p.add_argument("--batch", type=int, default=64, help="images inverted together (default 64)")
@@ -66,12 +68,11 @@ def run(args) -> int:
     size = codec.bundle.image_size
     pixels, originals = codec.prepare(args.images)  # validates every input before any work
     bar = None
-    total = len(pixels) * args.steps
-    if total >= 200 and not args.json or (total >= 200 and sys.stderr.isatty()):
+    if len(pixels) * args.steps >= 200:
         try:
             from tqdm import tqdm
 
-            bar = tqdm(total=total, desc="encode", unit="step·img", file=sys.stderr, leave=False)
+            bar = tqdm(total=len(pixels) * args.steps, desc="encode", unit="step·img", file=sys.stderr, leave=False)
         except ImportError:
             bar = None
     for start in range(0, len(pixels), args.batch):
@@ -79,24 +80,20 @@ def run(args) -> int:
         n = len(pixels[chunk])
         done = [0]
 
-        def progress(steps_done, n=n):
-            if bar is not None:
+        def progress(steps_done, n=n, done=done):
+            if bar is not None and steps_done > done[0]:
                 bar.update((steps_done - done[0]) * n)
                 done[0] = steps_done
 
         results = codec.encode_detailed(list(pixels[chunk]), bits=args.bits, steps=args.steps,
                                         ssim_weight=args.ssim_weight, mode=args.mode,
-                                        keep_size=False, target_bytes=args.target_bytes,
-                                        target_psnr=args.target_psnr, progress=progress)
+                                        **({} if args.prior_weight is None else {"prior_weight": args.prior_weight}),
+                                        keep_size=args.keep_size, original_sizes=originals[chunk],
+                                        target_bytes=args.target_bytes, target_psnr=args.target_psnr,
+                                        progress=progress)
         for k, res in enumerate(results):
             i = start + k
             data = res.data
-            if args.keep_size:
-                from runtime import bitstream
-
-                header, symbols = bitstream.unpack(data, codec.bundle.model_id_bytes, codec.bundle.latent_dim)
-                data = bitstream.pack(symbols, header.bits, codec.bundle.model_id_bytes, header.mode,
-                                      size=originals[i])
             write_atomic(outputs[i], data)
             row = {"input": str(args.images[i]), "output": str(outputs[i]), "model": codec.bundle.name,
                    "bytes": len(data), "bpp": round(bits_per_pixel(len(data), size, size), 4),

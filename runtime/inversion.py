@@ -11,6 +11,7 @@ the file is the one being optimised.
 from __future__ import annotations
 
 import os
+import weakref
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -25,60 +26,71 @@ def _ste_quantize(z, step: float, limit: int):
     return z + tf.stop_gradient(q - z)
 
 
-def _make_loss(generator, ssim_weight: float):
-    def per_image(z, target):
-        out = generator(z, training=False)
-        loss = tf.reduce_mean(tf.square(out - target), axis=[1, 2, 3])
-        if ssim_weight > 0:
-            ssim = tf.image.ssim(out, target, max_val=2.0, filter_size=11)
-            loss = loss + ssim_weight * (1.0 - ssim)
-        return loss
+def _per_image_loss(generator, z, target, ssim_weight: float, prior_weight: float):
+    out = generator(z, training=False)
+    loss = tf.reduce_mean(tf.square(out - target), axis=[1, 2, 3])
+    if ssim_weight > 0:
+        loss = loss + ssim_weight * (1.0 - tf.image.ssim(out, target, max_val=2.0, filter_size=11))
+    if prior_weight > 0:  # -log N(0, I) per dimension: the rate the entropy coder will pay
+        loss = loss + prior_weight * 0.5 * tf.reduce_mean(tf.square(z), axis=1)
+    return loss
 
-    return per_image
+
+_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _adam_loop(generator, ssim_weight: float, prior_weight: float, step: float, limit: int, quantized: bool):
+    """A compiled Adam loop on z for one generator and setting; traced once per input shape."""
+    cache = _COMPILED.setdefault(generator, {})
+    key = (float(ssim_weight), float(prior_weight), float(step), int(limit), bool(quantized))
+    if key in cache:
+        return cache[key]
+    b1, b2, eps = 0.9, 0.999, 1e-8
+
+    @tf.function(reduce_retracing=True)
+    def run(z, m, v, target, first, count, lr):
+        for i in tf.range(count):
+            t = tf.cast(first + i + 1, tf.float32)
+            with tf.GradientTape() as tape:
+                tape.watch(z)
+                zz = _ste_quantize(z, step, limit) if quantized else z
+                loss = tf.reduce_sum(_per_image_loss(generator, zz, target, ssim_weight, prior_weight))
+            g = tape.gradient(loss, z)
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            z = z - lr * tf.sqrt(1 - b2**t) / (1 - b1**t) * m / (tf.sqrt(v) + eps)
+        return z, m, v
+
+    cache[key] = run
+    return run
 
 
 def descend(generator, targets: np.ndarray, z0: np.ndarray, steps: int = 150, lr: float = 0.05,
             ssim_weight: float = 0.0, bits: int | None = None, ste_fraction: float = 0.3,
-            progress=None) -> np.ndarray:
-    """Batched gradient descent on latents.
+            prior_weight: float = 0.0, progress=None) -> np.ndarray:
+    """Batched gradient descent (Adam) on latents, each image its own.
 
     generator: a Keras model z -> image in [-1, 1]. targets: float32 (N, H, W, 3) in [-1, 1].
-    z0: (N, latent) start. With ``bits``, the last ``ste_fraction`` of the steps optimise the
-    quantized latent through a straight-through estimator. Returns float32 (N, latent).
-    ``progress``: optional callable(done_steps) for a progress bar.
+    z0: (N, latent) start. Loss per image: MSE + ssim_weight·(1 − SSIM) + prior_weight·½·mean(z²)
+    (the last term keeps latents where the entropy coder's N(0, 1) prior makes them cheap).
+    With ``bits``, the last ``ste_fraction`` of the steps optimise the quantized latent through a
+    straight-through estimator. Returns float32 (N, latent). ``progress``: callable(done_steps).
     """
+    z = tf.constant(np.asarray(z0, dtype=np.float32))
     if steps <= 0:
-        return np.asarray(z0, dtype=np.float32)
-    per_image = _make_loss(generator, ssim_weight)
+        return z.numpy()
     target = tf.constant(targets, dtype=tf.float32)
-    z = tf.Variable(np.asarray(z0, dtype=np.float32))
-    m = tf.Variable(tf.zeros_like(z))
-    v = tf.Variable(tf.zeros_like(z))
-    b1, b2, eps = 0.9, 0.999, 1e-8
+    m, v = tf.zeros_like(z), tf.zeros_like(z)
     step_size = quant_step(bits) if bits else 1.0
     limit = quant_limit(bits) if bits else 0
     ste_from = steps - int(round(steps * ste_fraction)) if bits else steps
-
-    @tf.function(reduce_retracing=True)
-    def run(first, count, quantized):
-        for i in tf.range(count):
-            t = tf.cast(first + i + 1, tf.float32)
-            with tf.GradientTape() as tape:
-                zz = _ste_quantize(z, step_size, limit) if quantized else z
-                loss = tf.reduce_sum(per_image(zz, target))  # sum: each image its own scale
-            g = tape.gradient(loss, z)
-            m.assign(b1 * m + (1 - b1) * g)
-            v.assign(b2 * v + (1 - b2) * g * g)
-            lr_t = lr * tf.sqrt(1 - b2**t) / (1 - b1**t)
-            z.assign_sub(lr_t * m / (tf.sqrt(v) + eps))
-        return z
-
-    chunk = 25
-    done = 0
+    lr_t = tf.constant(lr, tf.float32)
+    done, chunk = 0, 25
     while done < steps:
         quantized = done >= ste_from
-        end = min(steps, ste_from if not quantized and ste_from > done else steps, done + chunk)
-        run(tf.constant(done), tf.constant(end - done), quantized)
+        end = min(steps, done + chunk, steps if quantized else ste_from)
+        run = _adam_loop(generator, ssim_weight, prior_weight, step_size, limit, quantized)
+        z, m, v = run(z, m, v, target, tf.constant(done), tf.constant(end - done), lr_t)
         done = end
         if progress is not None:
             progress(done)
