@@ -115,7 +115,7 @@ def test_image_conversion_of_every_mode(tmp_path):
     for name, path in inputs["ok"].items():
         pixels, original = load_image(path, 16)
         assert pixels.shape == (16, 16, 3) and pixels.dtype == np.uint8, name
-    for name, path in inputs["bad"].items():
+    for path in inputs["bad"].values():
         with pytest.raises(CodecError):
             load_image(path, 16)
 
