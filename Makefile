@@ -8,7 +8,7 @@ DATA ?= ../shared/data
 STEPS ?= 8000
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install browser test test-fast demo lint train-% export-% export-all check-models bench bench-rd bench-table bench-speed fuzz clean
+.PHONY: install browser test test-fast demo lint train-% export-% export-all check-models bench bench-rd bench-table bench-speed bench-effort fuzz clean
 
 install: $(STAMP)
 
@@ -31,7 +31,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow and not browser"
 
 demo: install
-	$(VENV)/bin/streamlit run demo/app.py --server.headless true --browser.gatherUsageStats false
+	$(VENV)/bin/streamlit run demo/app.py --server.headless true --browser.gatherUsageStats false --client.toolbarMode viewer
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -59,10 +59,12 @@ bench-rd: install
 	  d=$$(case $$m in airplane) echo cifar10_airplane;; automobile) echo cifar10_automobile;; flowers) echo flowers64;; esac); \
 	  $(PY) -m benchmarks.rd --model models/$$m --data $(DATA)/$$d.npz --split val --limit 200 || exit 1; done
 bench-table: install
-	$(PY) -m benchmarks.table
+	$(PY) -m benchmarks.table --data-dir $(DATA)
+bench-effort: install
+	$(PY) -m benchmarks.effort --model models/airplane --data $(DATA)/cifar10_airplane.npz --limit 64
 bench-speed: install
 	$(PY) -m benchmarks.speed
-bench: bench-table bench-rd bench-speed
+bench: bench-table bench-rd bench-speed bench-effort
 	$(PY) -m benchmarks.readme
 
 fuzz: install
