@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime import bitstream, metrics
-from runtime.errors import CodecError
+from runtime.errors import CodecError, run_cli
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_BITS = tuple(range(bitstream.MIN_BITS, bitstream.MAX_BITS + 1))
@@ -59,11 +59,7 @@ OURS = "gancodec"
 
 def cli(run, argv=None) -> int:
     """Run ``run(argv)``; a CodecError becomes ``error: ...`` on stderr and exit status 2."""
-    try:
-        return run(argv) or 0
-    except CodecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(run, argv)
 
 
 def parse_int_list(text: str, what: str) -> list[int]:

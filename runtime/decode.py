@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from runtime.errors import CodecError
+from runtime.errors import CodecError, run_cli
 
 MAX_INPUT_BYTES = 1 << 16
 
@@ -66,12 +66,7 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except CodecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(run, parse_args(argv))
 
 
 if __name__ == "__main__":

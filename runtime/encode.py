@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from runtime.errors import CodecError
+from runtime.errors import CodecError, run_cli
 
 
 def parse_args(argv=None):
@@ -113,15 +113,7 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except CodecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    return run_cli(run, parse_args(argv))
 
 
 if __name__ == "__main__":
