@@ -28,7 +28,7 @@ from runtime.errors import CodecError
 from runtime.images import from_unit_range, restore_size, to_model_size, to_unit_range
 
 MIRROR_TOLERANCE = 1e-4
-DEFAULT_PRIOR_WEIGHT = 0.0
+DEFAULT_PRIOR_WEIGHT = 0.01
 
 
 @dataclass
