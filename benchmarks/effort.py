@@ -17,7 +17,7 @@ import numpy as np
 
 from benchmarks.rd import RESULTS_DIR, cli, load_split, md_table, now, run_codec, write_json
 from runtime import bitstream, metrics
-from runtime.codec import Codec
+from runtime.codec import DEFAULT_PRIOR_WEIGHT, Codec
 from runtime.images import from_unit_range, to_unit_range
 
 
@@ -39,7 +39,7 @@ def encoder_alone(codec: Codec, images: np.ndarray, bits: int) -> dict:
 
 
 def effort(model, data, limit: int = 64, bits: int | None = None, steps_list=(0, 25, 100, 300, 1000),
-           prior_weights=(0.0,), batch: int = 64) -> dict:
+           prior_weights=(DEFAULT_PRIOR_WEIGHT,), batch: int = 64) -> dict:
     codec = Codec(model)
     bits = codec.bundle.default_bits if bits is None else bits
     images = load_split(data, codec.bundle.image_size, "val", limit)
@@ -75,7 +75,7 @@ def run(argv=None) -> int:
     p.add_argument("--limit", type=int, default=64)
     p.add_argument("--bits", type=int)
     p.add_argument("--steps", default="0,25,100,300,1000")
-    p.add_argument("--prior-weights", default="0")
+    p.add_argument("--prior-weights", default=str(DEFAULT_PRIOR_WEIGHT))
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--out", default=str(RESULTS_DIR))
     a = p.parse_args(argv)

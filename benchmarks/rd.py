@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime import bitstream, metrics
+from runtime.codec import DEFAULT_STEPS
 from runtime.errors import CodecError, run_cli
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -215,7 +216,7 @@ def summarise(codec: str, setting: str, param, per_image: dict, keep_per_image: 
     return point
 
 
-def run_codec(codec, images: np.ndarray, bits_list, steps: int = 100, batch: int = 64,
+def run_codec(codec, images: np.ndarray, bits_list, steps: int = DEFAULT_STEPS, batch: int = 64,
               progress: bool = True, keep_per_image: bool = True, **encode_options) -> list[dict]:
     """Encode ``images`` (uint8 at model size) at each bit depth; one summarised point per depth.
 
@@ -404,7 +405,7 @@ def compare(ours: list[dict], classic: dict[str, list[dict]]) -> tuple[dict, dic
 
 # --- the benchmark -----------------------------------------------------------------------------
 
-def benchmark(model, data, split: str = "val", limit: int | None = None, steps: int = 100,
+def benchmark(model, data, split: str = "val", limit: int | None = None, steps: int = DEFAULT_STEPS,
               bits=DEFAULT_BITS, batch: int = 64, codecs=None, progress: bool = True,
               per_image_limit: int = PER_IMAGE_LIMIT) -> dict:
     """Run the whole RD benchmark; returns the JSON-ready result (see the module docstring)."""
@@ -606,7 +607,7 @@ def parse_args(argv=None):
     p.add_argument("--split", default="val", choices=["train", "val"])
     p.add_argument("--limit", type=int, help="only the first N images of the split")
     p.add_argument("--out", default=str(RESULTS_DIR), help="output directory (default benchmarks/results)")
-    p.add_argument("--steps", type=int, default=100, help="inversion steps per image (default 100)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"inversion steps per image (default {DEFAULT_STEPS})")
     p.add_argument("--bits", default=f"{DEFAULT_BITS[0]}-{DEFAULT_BITS[-1]}",
                    help="bit depths, e.g. 2,3,4 or 2-7 (default 2-9)")
     p.add_argument("--batch", type=int, default=64, help="images encoded together (default 64)")

@@ -5,7 +5,7 @@ Speed of one model bundle on this machine's CPU (onnxruntime, CPU provider):
 - decode latency at batch 1 (p50/p95): the generator alone (``bundle.generate`` on one latent) and
   the full ``Codec.decode(bytes)`` (header, CRC, range decoding, dequantization, generator);
 - decode throughput at batch 256 (images/s);
-- encode milliseconds per image by batch size (1, 16, 64) and inversion steps (0, 25, 100), after
+- encode milliseconds per image by batch size (1, 16, 64) and inversion steps (0, 25, 50, 100), after
   one warm-up encode (whose time, mostly loading TensorFlow and the mirror, is reported apart);
 - peak memory (``resource.getrusage`` maxrss): after batch-1 decoding (numpy, onnxruntime, Pillow,
   constriction: what a decoder needs), after the batch-256 throughput run, and at the end
@@ -37,7 +37,7 @@ from runtime import bitstream
 from runtime.errors import CodecError
 
 FULL = {"repeats": 200, "throughput_batch": 256, "throughput_repeats": 5, "batch_sizes": (1, 16, 64),
-        "steps": (0, 25, 100), "classic_repeats": 50, "matmul_n": 2048}
+        "steps": (0, 25, 50, 100), "classic_repeats": 50, "matmul_n": 2048}
 QUICK = {"repeats": 10, "throughput_batch": 16, "throughput_repeats": 2, "batch_sizes": (1, 4),
          "steps": (0, 2), "classic_repeats": 3, "matmul_n": 256}
 CLASSIC_QUALITY = 75

@@ -30,6 +30,7 @@ from benchmarks.rd import (
     run_codec,
     write_json,
 )
+from runtime.codec import DEFAULT_STEPS
 from runtime.errors import CodecError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +65,7 @@ def resolve_entries(models: list[str], data_dir: Path) -> list[dict]:
     return entries
 
 
-def evaluate(model, data, limit: int | None = None, steps: int = 100, bits: int | None = None,
+def evaluate(model, data, limit: int | None = None, steps: int = DEFAULT_STEPS, bits: int | None = None,
              batch: int = 64, progress: bool = True) -> dict:
     """Encode the val split of ``data`` with ``model`` (a Codec, or a bundle spec) at ``bits``
     (default: the bundle's); returns one table row."""
@@ -82,7 +83,7 @@ def evaluate(model, data, limit: int | None = None, steps: int = 100, bits: int 
             **{k: point[k] for k in ("bytes", "bpp", "l1", "mse", "psnr", "psnr_of_mean_mse", "ssim", "ms_ssim")}}
 
 
-def build_table(models: list[str], limit: int | None = None, steps: int = 100, data_dir: Path = DATA_DIR,
+def build_table(models: list[str], limit: int | None = None, steps: int = DEFAULT_STEPS, data_dir: Path = DATA_DIR,
                 batch: int = 64, progress: bool = True) -> dict:
     from runtime.codec import Codec
 
@@ -138,7 +139,7 @@ def parse_args(argv=None):
     p.add_argument("--models", default=",".join(REFERENCE),
                    help="comma-separated: airplane, automobile, flowers or MODEL=DATA.npz (default: the three)")
     p.add_argument("--limit", type=int, help="only the first N validation images per model")
-    p.add_argument("--steps", type=int, default=100, help="inversion steps (default 100)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"inversion steps (default {DEFAULT_STEPS})")
     p.add_argument("--batch", type=int, default=64, help="images encoded together (default 64)")
     p.add_argument("--data-dir", default=str(DATA_DIR), help="folder of the shipped data sets (default ../shared/data)")
     p.add_argument("--out", default=str(RESULTS_DIR), help="output directory (default benchmarks/results)")

@@ -20,11 +20,11 @@ import streamlit as st  # noqa: E402
 
 from demo import samples as demo  # noqa: E402
 from runtime.bundle import manifests  # noqa: E402
-from runtime.codec import Codec  # noqa: E402
+from runtime.codec import DEFAULT_STEPS, Codec  # noqa: E402
 from runtime.errors import CodecError  # noqa: E402
 
 log = logging.getLogger("gancodec.demo")
-EFFORTS = [0, 25, 100, 300]
+EFFORTS = [0, 25, 50, 100, 300]
 
 
 @st.cache_resource(show_spinner="Loading the model…")
@@ -115,7 +115,7 @@ with st.sidebar:
         target_bytes = int(st.number_input("Largest file size (bytes)", min_value=6, max_value=4000, value=64,
                                            step=4, key="target_bytes",
                                            help="The finest quantization whose file fits is chosen."))
-    steps = st.select_slider("Encode effort (optimization steps)", options=EFFORTS, value=100, key="steps",
+    steps = st.select_slider("Encode effort (optimization steps)", options=EFFORTS, value=DEFAULT_STEPS, key="steps",
                              help="0: the amortized encoder's guess only (instant). More steps: better "
                                   "reconstruction, slower encoding.")
 

@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from runtime.codec import DEFAULT_STEPS
 from runtime.errors import CodecError, run_cli
 
 
@@ -27,7 +28,8 @@ def parse_args(argv=None):
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--target-bytes", type=int, help="largest file size; picks the bit depth per image")
     rate.add_argument("--target-psnr", type=float, help="smallest PSNR in dB; picks the bit depth per image")
-    p.add_argument("--steps", type=int, default=100, help="refinement steps of latent inversion (default 100)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                   help=f"refinement steps of latent inversion (default {DEFAULT_STEPS})")
     p.add_argument("--ssim-weight", type=float, default=0.05, help="weight of the (1-SSIM) term in the loss")
     p.add_argument("--prior-weight", type=float, default=None,
                    help="weight of the rate term ½·mean(z²) that keeps latents cheap to code")
