@@ -204,3 +204,15 @@ def test_readme_section(results, tmp_path, capsys):
     capsys.readouterr()
     assert readme.main(["--readme", str(plain), "--results", str(results)]) == 0
     assert plain.read_text() == "# no markers\n" and "markers" in capsys.readouterr().err
+
+
+def test_effort(tiny_bundle, data16, tmp_path):
+    from benchmarks import effort
+
+    assert effort.main(["--model", str(tiny_bundle), "--data", str(data16), "--limit", "3", "--steps", "0,2",
+                        "--out", str(tmp_path)]) == 0
+    name = json.loads((tiny_bundle / "manifest.json").read_text()).get("name", tiny_bundle.name)
+    result = json.loads((tmp_path / f"effort_{name}.json").read_text())
+    settings = [r["setting"] for r in result["rows"]]
+    assert settings == ["E(x) only", "0 steps", "2 steps"]
+    assert all(r["bytes"] > 0 and r["psnr"] > 0 for r in result["rows"])
