@@ -257,3 +257,50 @@ def decode_file_bytes(data: bytes, model=None, threads: int = 1) -> tuple[np.nda
         except CodecError as exc:
             errors.append(str(exc))
     raise CodecError(errors[0])
+
+
+def ladder(bundle: Bundle) -> list[Bundle]:
+    """The bundles trained on the same data set at the same image size (a ladder of latent sizes),
+    found on the model search path, smallest latent first; always includes ``bundle`` itself."""
+    from runtime.bundle import load_bundle, manifests
+
+    rungs = {bundle.model_id: bundle}
+    for directory, manifest in manifests():
+        if (manifest.get("dataset") == bundle.manifest.get("dataset")
+                and manifest.get("image_size") == bundle.image_size and manifest["model_id"] not in rungs):
+            try:
+                rungs[manifest["model_id"]] = load_bundle(directory, bundle.threads)
+            except CodecError:
+                continue  # a broken sibling is skipped; the requested bundle was verified already
+    return sorted(rungs.values(), key=lambda b: (b.latent_dim, b.name))
+
+
+def encode_to_target(images, model=None, target_bytes: int | None = None, target_psnr: float | None = None,
+                     use_ladder: bool = True, **options) -> list[tuple[EncodeResult, Bundle]]:
+    """Rate control across a ladder of models: per image, the best file under ``target_bytes``
+    (highest PSNR) or the smallest file reaching ``target_psnr``; each model picks its bit depth."""
+    if (target_bytes is None) == (target_psnr is None):
+        raise CodecError("give exactly one of target_bytes and target_psnr")
+    first = Codec(model)
+    rungs = ladder(first.bundle) if use_ladder else [first.bundle]
+    pixels = None
+    per_rung = []
+    for b in rungs:
+        codec = first if b is first.bundle else Codec(b)
+        if pixels is None:
+            pixels, sizes = codec.prepare(images)
+            options.setdefault("original_sizes", sizes)
+        per_rung.append([(r, b) for r in codec.encode_detailed(
+            list(pixels), target_bytes=target_bytes, target_psnr=target_psnr, **options)])
+    chosen = []
+    for options_i in zip(*per_rung):
+        if target_bytes is not None:
+            fits = [o for o in options_i if o[0].num_bytes <= target_bytes]
+            pick = (max(fits, key=lambda o: o[0].quality["psnr"]) if fits
+                    else min(options_i, key=lambda o: o[0].num_bytes))
+        else:
+            reach = [o for o in options_i if o[0].quality["psnr"] >= target_psnr]
+            pick = (min(reach, key=lambda o: o[0].num_bytes) if reach
+                    else max(options_i, key=lambda o: o[0].quality["psnr"]))
+        chosen.append(pick)
+    return chosen

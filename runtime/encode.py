@@ -1,5 +1,8 @@
 """python -m runtime.encode IMAGE... [--model DIR|ID] [-o OUT.bin | --out-dir DIR] [--bits B]
-[--steps N] [--json] [--target-bytes N | --target-psnr DB] [--mode range|bzip2|raw] [--keep-size]
+[--steps N] [--json] [--target-bytes N | --target-psnr DB [--no-ladder]] [--mode range|bzip2|raw] [--keep-size]
+
+With a target, every bundle of the model's data set (a ladder of latent sizes) is tried and the
+best file per image is kept; the decoder finds the right bundle from the file's model id.
 
 Thin CLI over :class:`runtime.codec.Codec`: prints bytes, bpp, PSNR, SSIM and MS-SSIM per image
 (JSON lines with --json); errors are one line ``error: …`` and exit status 2.
@@ -28,6 +31,8 @@ def parse_args(argv=None):
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--target-bytes", type=int, help="largest file size; picks the bit depth per image")
     rate.add_argument("--target-psnr", type=float, help="smallest PSNR in dB; picks the bit depth per image")
+    p.add_argument("--no-ladder", action="store_true",
+                   help="with a target: use only --model, not the other bundles of its data set")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                    help=f"refinement steps of latent inversion (default {DEFAULT_STEPS})")
     p.add_argument("--ssim-weight", type=float, default=0.05, help="weight of the (1-SSIM) term in the loss")
@@ -59,7 +64,7 @@ def output_paths(args) -> list[Path]:
 
 
 def run(args) -> int:
-    from runtime.codec import Codec
+    from runtime.codec import Codec, encode_to_target
     from runtime.metrics import bits_per_pixel
     from runtime.output import write_atomic
 
@@ -87,17 +92,20 @@ def run(args) -> int:
                 bar.update((steps_done - done[0]) * n)
                 done[0] = steps_done
 
-        results = codec.encode_detailed(list(pixels[chunk]), bits=args.bits, steps=args.steps,
-                                        ssim_weight=args.ssim_weight, mode=args.mode,
-                                        **({} if args.prior_weight is None else {"prior_weight": args.prior_weight}),
-                                        keep_size=args.keep_size, original_sizes=originals[chunk],
-                                        target_bytes=args.target_bytes, target_psnr=args.target_psnr,
-                                        progress=progress)
-        for k, res in enumerate(results):
+        options = dict(steps=args.steps, ssim_weight=args.ssim_weight, mode=args.mode,
+                       keep_size=args.keep_size, original_sizes=originals[chunk], progress=progress)
+        if args.prior_weight is not None:
+            options["prior_weight"] = args.prior_weight
+        if args.target_bytes is not None or args.target_psnr is not None:
+            pairs = encode_to_target(list(pixels[chunk]), codec.bundle, target_bytes=args.target_bytes,
+                                     target_psnr=args.target_psnr, use_ladder=not args.no_ladder, **options)
+        else:
+            pairs = [(r, codec.bundle) for r in codec.encode_detailed(list(pixels[chunk]), bits=args.bits, **options)]
+        for k, (res, bundle) in enumerate(pairs):
             i = start + k
             data = res.data
             write_atomic(outputs[i], data)
-            row = {"input": str(args.images[i]), "output": str(outputs[i]), "model": codec.bundle.name,
+            row = {"input": str(args.images[i]), "output": str(outputs[i]), "model": bundle.name,
                    "bytes": len(data), "bpp": round(bits_per_pixel(len(data), size, size), 4),
                    "bits": res.bits, "psnr": round(res.quality["psnr"], 3),
                    "ssim": round(res.quality["ssim"], 4), "ms_ssim": round(res.quality["ms_ssim"], 4)}
@@ -108,7 +116,7 @@ def run(args) -> int:
             else:
                 print(f"{row['input']} -> {row['output']}: {row['bytes']} bytes, {row['bpp']:.3f} bpp, "
                       f"{row['bits']} bits, PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, "
-                      f"MS-SSIM {row['ms_ssim']:.4f}", flush=True)
+                      f"MS-SSIM {row['ms_ssim']:.4f} ({row['model']})", flush=True)
     if bar is not None:
         bar.close()
     return 0

@@ -144,3 +144,26 @@ def test_decode_imports_no_tensorflow(models_env):
 
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_ladder_rate_control_picks_per_image_and_decodes_by_id(tiny_run, tiny_bundle, images, tmp_path, monkeypatch):
+    import shutil
+
+    from export.onnx import export_run
+    from runtime.bundle import load_bundle
+    from runtime.codec import decode_file_bytes, encode_to_target, ladder
+
+    shelf = tmp_path / "shelf"
+    shutil.copytree(tiny_bundle, shelf / "a")
+    export_run(tiny_run, shelf / "b")  # another rung of the same data set (its own model id)
+    monkeypatch.setenv("GANCODEC_MODELS", str(shelf))
+    rungs = ladder(load_bundle(shelf / "a"))
+    assert len({b.model_id for b in rungs}) == 2
+    picks = encode_to_target(images, str(shelf / "a"), target_bytes=14, steps=2)
+    for res, bundle in picks:
+        assert res.num_bytes <= 14 or res.bits == 2
+        decoded, used = decode_file_bytes(res.data)
+        assert used.model_id == bundle.model_id
+        np.testing.assert_array_equal(decoded, res.reconstruction)
+    only = encode_to_target(images, str(shelf / "a"), target_psnr=1.0, steps=0, use_ladder=False)
+    assert {b.directory.name for _, b in only} == {"a"}
