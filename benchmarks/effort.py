@@ -38,6 +38,17 @@ def encoder_alone(codec: Codec, images: np.ndarray, bits: int) -> dict:
             "unquantized_psnr": float(np.mean(metrics.psnr(from_unit_range(codec.bundle.generate(z)), images)))}
 
 
+def coding_modes(codec: Codec, images: np.ndarray, bits: int) -> dict:
+    """Mean whole-file bytes of the same quantized latents coded by each mode (range, bzip2, raw)."""
+    results = codec.encode_detailed(list(images), bits=bits)
+    sizes = {m: [] for m in bitstream.MODES}
+    for r in results:
+        header, symbols = bitstream.unpack(r.data, codec.bundle.model_id_bytes, codec.bundle.latent_dim)
+        for m in sizes:
+            sizes[m].append(len(bitstream.pack(symbols, bits, codec.bundle.model_id_bytes, m)))
+    return {m: float(np.mean(v)) for m, v in sizes.items()}
+
+
 def effort(model, data, limit: int = 64, bits: int | None = None, steps_list=(0, 25, 100, 300, 1000),
            prior_weights=(DEFAULT_PRIOR_WEIGHT,), batch: int = 64) -> dict:
     codec = Codec(model)
@@ -56,8 +67,9 @@ def effort(model, data, limit: int = 64, bits: int | None = None, steps_list=(0,
             rows.append({"setting": f"{steps} steps" + (f", prior {pw:g}" if len(prior_weights) > 1 else ""),
                          "steps": steps, "prior_weight": pw, "bytes": point["bytes"], "psnr": point["psnr"],
                          "ms_ssim": point["ms_ssim"], "ms_per_image": ms})
+    modes = {b: coding_modes(codec, images, b) for b in (3, 4, 6, 8)}
     return {"model": codec.bundle.name, "model_id": codec.bundle.model_id, "data": str(data), "images": len(images),
-            "bits": bits, "batch": batch, "date": now(), "rows": rows}
+            "bits": bits, "batch": batch, "date": now(), "rows": rows, "coding_modes": modes}
 
 
 def markdown(result: dict) -> str:
@@ -65,7 +77,11 @@ def markdown(result: dict) -> str:
             for r in result["rows"]]
     return (f"### Encode effort — {result['model']} ({result['images']} val images, {result['bits']} bits, "
             f"batch {result['batch']})\n\n"
-            + md_table(["encoder", "bytes", "PSNR (dB)", "MS-SSIM", "ms / image"], rows) + "\n")
+            + md_table(["encoder", "bytes", "PSNR (dB)", "MS-SSIM", "ms / image"], rows) + "\n"
+            + "\nSame latents, whole-file bytes by coding mode:\n\n"
+            + md_table(["bits", "range coder", "raw", "bzip2"],
+                       [[b, f"{m['range']:.1f}", f"{m['raw']:.1f}", f"{m['bzip2']:.1f}"]
+                        for b, m in result.get("coding_modes", {}).items()]) + "\n")
 
 
 def run(argv=None) -> int:
