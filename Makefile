@@ -43,13 +43,15 @@ train-automobile: install
 	$(PY) -m training.train --data $(DATA)/cifar10_automobile.npz --out runs/automobile --steps $(STEPS) $(if $(wildcard runs/automobile/config.json),--resume)
 train-flowers: install
 	$(PY) -m training.train --data $(DATA)/flowers64.npz --out runs/flowers --steps $(STEPS) $(if $(wildcard runs/flowers/config.json),--resume)
+train-airplane-256: install
+	$(PY) -m training.train --data $(DATA)/cifar10_airplane.npz --out runs/airplane-256 --latent-dim 256 --steps 4000 $(if $(wildcard runs/airplane-256/config.json),--resume)
 train-airplane-gan: install
 	$(PY) -m training.train --mode gan --data $(DATA)/cifar10_airplane.npz --out runs/airplane-gan --steps $(STEPS) $(if $(wildcard runs/airplane-gan/config.json),--resume)
 
 export-%: install
 	$(PY) -m export.onnx runs/$* --out models/$* --overwrite
 
-export-all: export-airplane export-automobile export-flowers
+export-all: export-airplane export-automobile export-flowers export-airplane-256
 
 check-models: install
 	for m in models/*/; do $(PY) -m export.check $$m || exit 1; done
