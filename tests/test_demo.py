@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from runtime import bitstream
-from runtime.codec import Codec, decode_file_bytes
+from runtime.codec import DEFAULT_STEPS, Codec, decode_file_bytes
 from runtime.errors import CodecError
 from tests.conftest import synthetic_images
 
@@ -75,7 +75,7 @@ def test_page_renders_with_bundle(demo_env):
     info = " ".join(m.value for m in at.sidebar.markdown)
     assert "tiny" in info and "16×16" in info and "**8 numbers**" in info
     assert at.slider(key="bits").value == Codec(demo_env).bundle.default_bits
-    assert at.select_slider(key="steps").value == 100
+    assert at.select_slider(key="steps").value == DEFAULT_STEPS
     assert any("generator itself" in c.value for c in at.caption)  # no data set: generated samples
     assert not at.button(key="compress").disabled
     assert not at.success  # nothing compressed yet
