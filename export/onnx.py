@@ -41,7 +41,7 @@ from runtime.bundle import (  # noqa: E402
     load_bundle,
     sha256_file,
 )
-from runtime.errors import CodecError  # noqa: E402
+from runtime.errors import CodecError, run_cli  # noqa: E402
 
 PARITY_TOLERANCE = 1e-4
 OPSET = 17
@@ -209,16 +209,15 @@ def main(argv=None) -> int:
     p.add_argument("--name", help="bundle name (default: the --out directory's name)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     a = p.parse_args(argv)
-    try:
+
+    def run():
         manifest = export_run(a.run, a.out, a.name, a.overwrite)
-    except CodecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    size = sum((Path(a.out) / f).stat().st_size for f in manifest["files"])
-    print(f"wrote {a.out}: model id {manifest['model_id'][:16]}…, latent {manifest['latent_dim']}, "
-          f"{manifest['image_size']}x{manifest['image_size']}, {size / 1e6:.2f} MB, "
-          f"parity {manifest['parity_max_abs_diff']}")
-    return 0
+        size = sum((Path(a.out) / f).stat().st_size for f in manifest["files"])
+        print(f"wrote {a.out}: model id {manifest['model_id'][:16]}…, latent {manifest['latent_dim']}, "
+              f"{manifest['image_size']}x{manifest['image_size']}, {size / 1e6:.2f} MB, "
+              f"parity {manifest['parity_max_abs_diff']}")
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from runtime.errors import CodecError  # noqa: E402
+from runtime.errors import CodecError, run_cli  # noqa: E402
 from runtime.images import from_unit_range, to_unit_range  # noqa: E402
 
 CONFIG_NAME = "config.json"
@@ -416,16 +416,7 @@ def main(argv=None) -> int:
             setattr(cfg, name, getattr(a, name))
     if a.w_adv is not None:
         cfg.w_adv = a.w_adv
-    try:
-        summary = train(cfg, resume=a.resume)
-    except CodecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; resume with --resume", file=sys.stderr)
-        return 130
-    print(json.dumps(summary, indent=2))
-    return 0
+    return run_cli(lambda: print(json.dumps(train(cfg, resume=a.resume), indent=2)))
 
 
 if __name__ == "__main__":
