@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 DATA ?= ../shared/data
 STEPS ?= 8000
 export TF_CPP_MIN_LOG_LEVEL := 2
+DATA_airplane := cifar10_airplane
+DATA_automobile := cifar10_automobile
+DATA_flowers := flowers64
 
 .PHONY: install browser test test-fast demo lint train-% export-% export-all check-models bench bench-rd bench-table bench-speed bench-effort fuzz clean
 
@@ -43,22 +46,22 @@ train-automobile: install
 	$(PY) -m training.train --data $(DATA)/cifar10_automobile.npz --out runs/automobile --steps $(STEPS) $(if $(wildcard runs/automobile/config.json),--resume)
 train-flowers: install
 	$(PY) -m training.train --data $(DATA)/flowers64.npz --out runs/flowers --steps $(STEPS) $(if $(wildcard runs/flowers/config.json),--resume)
-train-airplane-256: install
-	$(PY) -m training.train --data $(DATA)/cifar10_airplane.npz --out runs/airplane-256 --latent-dim 256 --steps 4000 $(if $(wildcard runs/airplane-256/config.json),--resume)
+train-%-256: install
+	$(PY) -m training.train --data $(DATA)/$(DATA_$*).npz --out runs/$*-256 --latent-dim 256 --steps 4000 $(if $(wildcard runs/$*-256/config.json),--resume)
 train-airplane-gan: install
 	$(PY) -m training.train --mode gan --data $(DATA)/cifar10_airplane.npz --out runs/airplane-gan --steps $(STEPS) $(if $(wildcard runs/airplane-gan/config.json),--resume)
 
 export-%: install
 	$(PY) -m export.onnx runs/$* --out models/$* --overwrite
 
-export-all: export-airplane export-automobile export-flowers export-airplane-256
+export-all: export-airplane export-automobile export-flowers export-airplane-256 export-automobile-256 export-flowers-256
 
 check-models: install
 	for m in models/*/; do $(PY) -m export.check $$m || exit 1; done
 
 bench-rd: install
-	for m in airplane automobile flowers; do \
-	  d=$$(case $$m in airplane) echo cifar10_airplane;; automobile) echo cifar10_automobile;; flowers) echo flowers64;; esac); \
+	for m in airplane automobile flowers airplane-256 automobile-256 flowers-256; do \
+	  d=$$(case $$m in airplane*) echo cifar10_airplane;; automobile*) echo cifar10_automobile;; flowers*) echo flowers64;; esac); \
 	  $(PY) -m benchmarks.rd --model models/$$m --data $(DATA)/$$d.npz --split val --limit 200 || exit 1; done
 bench-table: install
 	$(PY) -m benchmarks.table --data-dir $(DATA)
