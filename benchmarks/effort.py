@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 
-from benchmarks.rd import RESULTS_DIR, cli, load_split, md_table, now, run_codec, write_json
+from benchmarks.rd import RESULTS_DIR, cli, load_split, md_table, now, run_codec, save_results
 from runtime import bitstream, metrics
 from runtime.codec import DEFAULT_PRIOR_WEIGHT, Codec
 from runtime.images import from_unit_range, to_unit_range
@@ -97,12 +96,7 @@ def run(argv=None) -> int:
     a = p.parse_args(argv)
     result = effort(a.model, a.data, a.limit, a.bits, [int(s) for s in a.steps.split(",")],
                     [float(w) for w in a.prior_weights.split(",")], a.batch)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / f"effort_{result['model']}.json", result)
-    md = markdown(result)
-    (out / f"effort_{result['model']}.md").write_text(md)
-    print(md)
+    save_results(a.out, f"effort_{result['model']}", result, markdown(result))
     return 0
 
 

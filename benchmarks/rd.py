@@ -138,6 +138,15 @@ def write_json(path: Path, obj) -> Path:
     return path
 
 
+def save_results(out_dir, stem: str, result: dict, text: str) -> None:
+    """Write ``<stem>.json`` and ``<stem>.md`` into ``out_dir`` and print the Markdown."""
+    out = Path(out_dir)
+    write_json(out / f"{stem}.json", result)
+    (out / f"{stem}.md").write_text(text)
+    print(text)
+    print(f"wrote {out / (stem + '.json')}, {out / (stem + '.md')}")
+
+
 def md_table(headers, rows) -> str:
     """A GitHub Markdown table."""
     lines = ["| " + " | ".join(str(h) for h in headers) + " |",

@@ -28,11 +28,10 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from benchmarks.rd import RESULTS_DIR, cli, fmt, md_table, now, quiet_tensorflow, write_json
+from benchmarks.rd import RESULTS_DIR, cli, fmt, md_table, now, quiet_tensorflow, save_results
 from runtime import bitstream
 from runtime.errors import CodecError
 
@@ -349,12 +348,7 @@ def run(argv=None) -> int:
     args = parse_args(argv)
     quiet_tensorflow()
     result = measure_speed(args.model, args.threads, args.quick, not args.no_progress)
-    out = Path(args.out)
-    write_json(out / "speed.json", result)
-    text = markdown(result)
-    (out / "speed.md").write_text(text)
-    print(text)
-    print(f"wrote {out / 'speed.json'}, {out / 'speed.md'}")
+    save_results(args.out, "speed", result, markdown(result))
     return 0
 
 

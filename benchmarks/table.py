@@ -28,7 +28,7 @@ from benchmarks.rd import (
     now,
     quiet_tensorflow,
     run_codec,
-    write_json,
+    save_results,
 )
 from runtime.codec import DEFAULT_STEPS
 from runtime.errors import CodecError
@@ -154,12 +154,7 @@ def run(argv=None) -> int:
         raise CodecError("--steps must be >= 0")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     result = build_table(models, args.limit, args.steps, Path(args.data_dir), args.batch, not args.no_progress)
-    out = Path(args.out)
-    write_json(out / "table.json", result)
-    text = markdown(result)
-    (out / "table.md").write_text(text)
-    print(text)
-    print(f"wrote {out / 'table.json'}, {out / 'table.md'}")
+    save_results(args.out, "table", result, markdown(result))
     return 0
 
 
