@@ -2,14 +2,18 @@
 
     python -m export.onnx runs/NAME --out models/NAME [--name NAME]
 
-Steps: rebuild the run's selected (best) generator and encoder; normalise the latent so it is
-N(0, 1) per dimension on the training data (folded exactly into the first Dense of the generator
-and the last BatchNorm of the encoder, so the bitstream's prior holds); save ``generator.keras``
-(the TF mirror, loadable with Keras alone) and export it with tf2onnx to ``generator.onnx``
-(input ``z`` [N, latent], output ``image`` [N, H, W, 3], dynamic batch); the same for the encoder
-(``image`` -> ``z``). Check parity (onnxruntime CPU vs TensorFlow, max abs difference ≤ 1e-4) and
-write ``manifest.json``. Everything is written into a temporary directory that is renamed into
-place only when all checks pass, so a failure leaves no partial bundle.
+Steps: rebuild the run's selected (best) encoder and generator (``--mode rd`` runs); expand the
+trained rate levels to ``SUBLEVELS``× finer ones (gains interpolated log-linearly); build the
+integer frequency tables of every (level, channel) from the training set's quantized latents and
+write them with the inverse gains as ``entropy.bin`` (runtime.entropy; the decoder's only source
+of probabilities); save ``generator.keras`` (the TF mirror, loadable with Keras alone) and export
+it with tf2onnx to ``generator.onnx`` (input ``latent`` [N, H, W, C] = symbols × inverse gains,
+output ``image`` [N, S, S, 3], dynamic batch); the same for the encoder (``image`` -> unscaled
+``latent``); ``rate.npz`` holds the float gains, λ and the training density (encoder side only:
+refinement's rate term). Check parity (onnxruntime CPU vs TensorFlow, max abs difference ≤ 1e-4),
+measure bytes and PSNR per level on the validation split, and write ``manifest.json``. Everything
+is written into a temporary directory that is renamed into place only when all checks pass, so a
+failure leaves no partial bundle.
 
 The ONNX files carry the essentials in their metadata (latent size, image size, output range, data
 set, role). The model id is the SHA-256 of ``generator.onnx`` itself and so cannot be stored inside
@@ -45,31 +49,10 @@ from runtime.errors import CodecError, run_cli  # noqa: E402
 
 PARITY_TOLERANCE = 1e-4
 OPSET = 17
-DEFAULT_BITS = 4
 
 
 class ExportError(CodecError):
     """Export failed; nothing was written."""
-
-
-def fold_latent_normalisation(generator, encoder, mean: np.ndarray, std: np.ndarray) -> None:
-    """Make the latent u = (z - mean) / std the models' interface, exactly and in place.
-
-    Generator: its first Dense sees z = mean + std·u, so W' = diag(std)·W and b' = b + mean·W.
-    Encoder: its last layer is a BatchNormalization (no scale/offset) y = (x - μ)/sqrt(σ² + ε);
-    u = (y - mean)/std is the same layer with μ' = μ + mean·sqrt(σ² + ε) and
-    σ'² = std²·(σ² + ε) - ε.
-    """
-    dense = generator.get_layer("project")
-    w, b = dense.get_weights()
-    dense.set_weights([(std[:, None] * w).astype(np.float32), (b + mean @ w).astype(np.float32)])
-    if encoder is not None:
-        bn = encoder.get_layer("latent_std")
-        mu, var = bn.get_weights()
-        eps = bn.epsilon
-        scale = np.sqrt(var + eps)
-        bn.set_weights([(mu + mean * scale).astype(np.float32),
-                        (std**2 * (var + eps) - eps).astype(np.float32)])
 
 
 def to_onnx(model, input_name: str, output_name: str, path: Path, metadata: dict) -> None:
@@ -114,7 +97,7 @@ def parity(keras_model, onnx_path: Path, inputs: np.ndarray) -> float:
 
 def _versions() -> dict:
     out = {}
-    for pkg in ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy", "constriction"):
+    for pkg in ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy"):
         try:
             out[pkg] = importlib_metadata.version(pkg)
         except importlib_metadata.PackageNotFoundError:
@@ -122,11 +105,90 @@ def _versions() -> dict:
     return out
 
 
+SUBLEVELS = 8  # exported rate levels between two trained ones (log-linear interpolation of gains)
+DEGENERATE_FRACTION = 1e-4  # a channel nonzero in fewer training latents than this is not coded
+
+
+def expand_levels(rate: dict, sublevels: int = SUBLEVELS) -> dict:
+    """Trained levels -> exported levels: gains, inverse gains and λ interpolated log-linearly."""
+    log_g, log_h = rate["log_gain"].astype(np.float64), rate["log_inv_gain"].astype(np.float64)
+    log_lam = np.log(rate["lambdas"].astype(np.float64))
+    trained = len(log_g)
+    t = np.linspace(0, trained - 1, (trained - 1) * sublevels + 1)
+
+    def interp(a):
+        if a.ndim == 1:
+            return np.interp(t, np.arange(trained), a)
+        return np.stack([np.interp(t, np.arange(trained), a[:, c]) for c in range(a.shape[1])], axis=1)
+
+    return {"gains": np.exp(interp(log_g)).astype(np.float32),
+            "inv_gains": np.exp(interp(log_h)).astype(np.float32),
+            "lambdas": np.exp(interp(log_lam)).astype(np.float32)}
+
+
+def quantize_latents(y: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """The codec's quantizer: q = round_half_even(y · gain) in float32 (runtime.codec uses this too)."""
+    return np.rint(np.asarray(y, np.float32) * np.asarray(gains, np.float32)).astype(np.int64)
+
+
+def entropy_tables(y: np.ndarray, gains: np.ndarray):
+    """Integer frequency tables per (level, channel) from the training set's latents ``y`` (N,H,W,C).
+
+    Histogram of q = round(y·g) over the observed support widened by one symbol each side;
+    frequencies from ``2·count + 1`` (runtime.entropy.FrequencyTable.from_counts) so that every
+    symbol in the support stays codable. A channel that is (almost) always 0 at a level gets the
+    degenerate table {0}: it costs nothing and is not coded.
+    """
+    from runtime.entropy import FrequencyTable
+
+    tables = []
+    for g in gains:
+        q = quantize_latents(y, g).reshape(-1, y.shape[-1])
+        row = []
+        for c in range(q.shape[1]):
+            v = q[:, c]
+            if np.count_nonzero(v) <= DEGENERATE_FRACTION * len(v):
+                row.append(FrequencyTable(0, [1]))
+                continue
+            lo, hi = int(v.min()) - 1, int(v.max()) + 1
+            counts = np.bincount(v - lo, minlength=hi - lo + 1)
+            row.append(FrequencyTable.from_counts(lo, (2 * counts + 1).tolist()))
+        tables.append(row)
+    return tables
+
+
+def validation_figures(encoder, generator_onnx: Path, model, gains: np.ndarray, val_u8: np.ndarray) -> dict:
+    """Per exported level, on the validation split (encoder only, no refinement): mean ideal bytes
+    of the payload and mean PSNR of onnxruntime's output. The runtime warns when an image falls far
+    below these (probably unlike the training set)."""
+    import onnxruntime as ort
+
+    from runtime.images import from_unit_range, to_unit_range
+    from runtime.inversion import predict
+    from runtime.metrics import psnr
+
+    y = predict(encoder, to_unit_range(val_u8))
+    sess = ort.InferenceSession(str(generator_onnx), providers=["CPUExecutionProvider"])
+    out = {"images": len(val_u8), "bytes": [], "psnr": []}
+    for level, g in enumerate(gains):
+        q, _ = model.clip(level, quantize_latents(y, g))
+        latent = model.dequantize(level, q)
+        img = from_unit_range(sess.run(None, {sess.get_inputs()[0].name: latent})[0])
+        out["bytes"].append(round(float(np.mean(model.bits(level, q))) / 8, 2))
+        out["psnr"].append(round(float(np.mean(psnr(img, val_u8))), 3))
+    return out
+
+
 def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None = None,
                overwrite: bool = False, seed: int = 0) -> dict:
-    """Export the best checkpoint of ``run`` as a bundle in ``out``; returns the manifest."""
+    """Export the best checkpoint of an ``rd`` run as a bundle in ``out``; returns the manifest."""
+    from runtime.bundle import ENTROPY_BIN, RATE_NPZ
+    from runtime.entropy import EntropyModel
+    from runtime.images import to_unit_range
+    from runtime.inversion import predict
     from training.data import load_dataset
-    from training.train import build_models, load_config
+    from training.rd import build_rd_encoder, build_rd_generator
+    from training.train import load_config
 
     run, out = Path(run), Path(out)
     best_dir = run / "best"
@@ -135,58 +197,62 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
     if out.exists() and not overwrite:
         raise ExportError(f"{out} exists; pass --overwrite to replace it")
     cfg = load_config(run).resolved()
+    if cfg.mode != "rd":
+        raise ExportError(f"{run} was trained with --mode {cfg.mode}; only rd runs make a bundle "
+                          "(format 2: spatial latent, rate levels, entropy tables)")
     best = json.loads((best_dir / "best.json").read_text())
-    generator, _, encoder = build_models(cfg)
+    generator = build_rd_generator(cfg.channels, cfg.image_size, cfg.rd_g_widths)
+    encoder = build_rd_encoder(cfg.channels, cfg.image_size, cfg.rd_e_widths)
     generator.load_weights(best_dir / "generator.weights.h5")
-    if encoder is not None:
-        encoder.load_weights(best_dir / "encoder.weights.h5")
-        from runtime.images import to_unit_range
-        from runtime.inversion import predict
-
-        train_u8, _ = load_dataset(cfg.data, cfg.image_size, cfg.seed)
-        z = predict(encoder, to_unit_range(train_u8))
-        mean, std = z.mean(axis=0).astype(np.float64), z.std(axis=0).astype(np.float64)
-        std = np.maximum(std, 1e-3)
-        fold_latent_normalisation(generator, encoder, mean, std)
+    encoder.load_weights(best_dir / "encoder.weights.h5")
+    with np.load(best_dir / "rate.npz") as f:
+        rate = {k: f[k] for k in f.files}
+    levels = expand_levels(rate)
+    train_u8, val_u8 = load_dataset(cfg.data, cfg.image_size, cfg.seed)
+    y_train = predict(encoder, to_unit_range(train_u8))
+    grid = tuple(int(v) for v in y_train.shape[1:3])
+    model = EntropyModel(levels["inv_gains"], entropy_tables(y_train, levels["gains"]), grid)
     name = name or out.name
     dataset = Path(cfg.data).stem
-    meta = {"gancodec_role": "generator", "latent_dim": cfg.latent_dim, "image_size": cfg.image_size,
-            "output_range": "-1,1", "dataset": dataset, "bundle_name": name}
+    meta = {"gancodec_role": "generator", "latent_grid": f"{grid[0]},{grid[1]},{cfg.channels}",
+            "image_size": cfg.image_size, "output_range": "-1,1", "dataset": dataset, "bundle_name": name}
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         generator.save(tmp / GENERATOR_KERAS)
-        to_onnx(generator, "z", "image", tmp / GENERATOR_ONNX, meta)
+        to_onnx(generator, "latent", "image", tmp / GENERATOR_ONNX, meta)
+        encoder.save(tmp / ENCODER_KERAS)
+        to_onnx(encoder, "image", "latent", tmp / ENCODER_ONNX, {**meta, "gancodec_role": "encoder"})
+        (tmp / ENTROPY_BIN).write_bytes(model.to_bytes())
+        np.savez(tmp / RATE_NPZ, gains=levels["gains"], lambdas=levels["lambdas"],
+                 mix_logits=rate["mix_logits"], means=rate["means"], log_scales=rate["log_scales"])
         rng = np.random.default_rng(seed)
-        z = rng.standard_normal((64, cfg.latent_dim)).astype(np.float32)
-        diffs = {"generator": parity(generator, tmp / GENERATOR_ONNX, z)}
-        files = [GENERATOR_ONNX, GENERATOR_KERAS]
-        if encoder is not None:
-            encoder.save(tmp / ENCODER_KERAS)
-            to_onnx(encoder, "image", "z", tmp / ENCODER_ONNX, {**meta, "gancodec_role": "encoder"})
-            x = rng.uniform(-1, 1, (16, cfg.image_size, cfg.image_size, 3)).astype(np.float32)
-            diffs["encoder"] = parity(encoder, tmp / ENCODER_ONNX, x)
-            files += [ENCODER_ONNX, ENCODER_KERAS]
+        zq = model.dequantize(len(levels["gains"]) // 2,
+                              np.rint(y_train[:64] * levels["gains"][len(levels["gains"]) // 2]))
+        x = rng.uniform(-1, 1, (16, cfg.image_size, cfg.image_size, 3)).astype(np.float32)
+        diffs = {"generator": parity(generator, tmp / GENERATOR_ONNX, zq),
+                 "encoder": parity(encoder, tmp / ENCODER_ONNX, x)}
         bad = {k: v for k, v in diffs.items() if not v <= PARITY_TOLERANCE}
         if bad:
             raise ExportError(f"parity check failed (max abs diff {bad} > {PARITY_TOLERANCE})")
+        files = [GENERATOR_ONNX, GENERATOR_KERAS, ENCODER_ONNX, ENCODER_KERAS, ENTROPY_BIN, RATE_NPZ]
         digests = {f: sha256_file(tmp / f) for f in files}
         manifest = {
             "format": BUNDLE_FORMAT,
             "name": name,
             "model_id": digests[GENERATOR_ONNX],
-            "latent_dim": cfg.latent_dim,
             "image_size": cfg.image_size,
+            "latent_grid": [grid[0], grid[1]],
+            "channels": cfg.channels,
+            "levels": len(levels["gains"]),
             "output_range": [-1.0, 1.0],
-            "latent_prior": "N(0,1) per dimension",
             "dataset": dataset,
             "training": {"mode": cfg.mode, "steps": cfg.steps, "selected_step": best.get("step"),
-                         "batch": cfg.batch, "seed": cfg.seed, "g_widths": cfg.g_widths,
-                         "e_widths": cfg.e_widths if encoder is not None else None},
-            "validation_inversion_psnr": best.get("val_psnr"),
-            "validation_encoder_psnr": best.get("encoder_psnr"),
-            "quantization": {"bits": DEFAULT_BITS, "mode": "range", "step": "2^(3-bits)", "clip_sigmas": 6.0},
+                         "batch": cfg.batch, "seed": cfg.seed, "trained_levels": cfg.levels,
+                         "lambda_range": [cfg.lam_min, cfg.lam_max], "g_widths": cfg.rd_g_widths,
+                         "e_widths": cfg.rd_e_widths, "d_widths": cfg.rd_d_widths},
+            "validation": validation_figures(encoder, tmp / GENERATOR_ONNX, model, levels["gains"], val_u8),
             "parity_max_abs_diff": diffs,
             "files": digests,
             "versions": _versions(),
@@ -208,12 +274,17 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="bundle directory to create (models/NAME)")
     p.add_argument("--name", help="bundle name (default: the --out directory's name)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    p.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
     a = p.parse_args(argv)
+    from runtime.quiet import quiet_tensorflow
+
+    quiet_tensorflow(a.verbose)
 
     def run():
         manifest = export_run(a.run, a.out, a.name, a.overwrite)
         size = sum((Path(a.out) / f).stat().st_size for f in manifest["files"])
-        print(f"wrote {a.out}: model id {manifest['model_id'][:16]}…, latent {manifest['latent_dim']}, "
+        grid = "x".join(map(str, manifest["latent_grid"] + [manifest["channels"]]))
+        print(f"wrote {a.out}: model id {manifest['model_id'][:16]}…, latent {grid}, {manifest['levels']} levels, "
               f"{manifest['image_size']}x{manifest['image_size']}, {size / 1e6:.2f} MB, "
               f"parity {manifest['parity_max_abs_diff']}")
 

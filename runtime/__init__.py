@@ -3,7 +3,8 @@
 ``from runtime import Codec`` is light: TensorFlow is imported only when encoding starts.
 """
 
-__all__ = ["Codec", "CodecError"]
+__all__ = ["Codec", "CodecError", "__version__"]
+__version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)
 
 
 def __getattr__(name):

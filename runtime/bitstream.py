@@ -1,78 +1,48 @@
-"""The latent.bin file format: header, quantization, entropy coding, integrity. THE one definition.
+"""The latent.bin file format, version 2: header, payload kinds, integrity. THE one definition.
 
-Layout (see docs/bitstream.md for the reasoning behind every field)::
+Layout (docs/bitstream.md gives the reasoning behind every bit and a byte-by-byte spec)::
 
-    byte 0        magic 0xC7
-    byte 1        bits 7-6  format version (1)
-                  bits 5-4  coding mode: 0 range coder, 1 bzip2, 2 raw fixed-length
-                  bits 3-1  B - 2, B = quantization bits in 2..9
-                  bit  0    size flag: original width and height follow
-    bytes 2-3     model id: the first 2 bytes of the SHA-256 of the bundle's generator.onnx
-    [bytes 4-7]   width - 1, height - 1 as big-endian uint16 (only with the size flag)
-    payload       the coded latent (length = what is left)
-    last byte     CRC-8 (poly 0x07) over the full 32-byte model id followed by every byte before it
+    byte 0      bits 7-6  format version, 0b10 for version 2 (a version-1 file starts 0xC7 = 0b11…)
+                bit  5    payload kind: 0 latent (range-coded), 1 WebP image
+                bit  4    size flag: the original width and height follow
+                bits 3-0  model id bits 11..8
+    byte 1      model id bits 7..0 (model id = the first 12 bits of SHA-256(generator.onnx))
+    [2 + 2]     width - 1, height - 1 as big-endian uint16 (only with the size flag)
+    payload     latent: the range-coded rate level and symbols (runtime.entropy);
+                WebP: a WebP file without its 12-byte RIFF header
+    last byte   CRC-8 (poly 0x07) over every byte before it, its register seeded by first running
+                it over the full 32-byte model id (latent) or not seeded (WebP)
 
-Quantization: the latent has a N(0, 1) prior per dimension (the exported generator is normalised
-so that this holds). With B bits the step is Δ = 2^(3 - B) (B = 3 → Δ = 1, each extra bit halves
-it) and symbols are q = clip(round(z / Δ), -Q, Q) with Q = ceil(6 / Δ) (±6 standard deviations).
-
-Entropy model: each symbol is coded with constriction's range coder under a Gaussian of mean 0
-and standard deviation 1/Δ (the prior in units of the step) quantized to the integers
-[-Q, Q]. Both sides compute it from B alone.
-
-This module imports numpy, constriction and the standard library only (decode path).
+Fixed overhead: 3 bytes (7 with the size). This module imports numpy, Pillow (WebP payloads
+only, lazily) and the standard library.
 """
 
 from __future__ import annotations
 
-import bz2
-import math
+import io
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 
+from runtime.entropy import EntropyModel
 from runtime.errors import CodecError
 
-MAGIC = 0xC7
-VERSION = 1
-MODES = {"range": 0, "bzip2": 1, "raw": 2}
-MODE_NAMES = {v: k for k, v in MODES.items()}
-MIN_BITS, MAX_BITS = 2, 9
-ID_BYTES = 2
-MAX_FILE_BYTES = 1 << 16  # far above any real file (a 256-d latent at 9 bits is < 400 bytes)
-CLIP_SIGMAS = 6.0
+VERSION = 2
+VERSION_BITS = 0b10  # the top 2 bits of byte 0
+V1_MAGIC = 0xC7  # byte 0 of every format-1 file
+KINDS = ("latent", "webp")
+HEADER_BYTES = 2
+SIZE_BYTES = 4
+CRC_BYTES = 1
+MIN_FILE_BYTES = HEADER_BYTES + CRC_BYTES
+MODEL_ID_BITS = 12
+MAX_FILE_BYTES = 1 << 16  # far above any real file (a 256-d latent at the finest level is < 400 B)
 MAX_SIDE = 8192  # a stored original size is capped before anything is allocated from it
 MAX_RESTORE_PIXELS = 24_000_000
-
-
-def quant_step(bits: int) -> float:
-    """Quantization step Δ for ``bits`` (Δ = 2^(3 - bits))."""
-    _check_bits(bits)
-    return 2.0 ** (3 - bits)
-
-
-def quant_limit(bits: int) -> int:
-    """Largest symbol magnitude Q for ``bits`` (±CLIP_SIGMAS standard deviations)."""
-    return int(math.ceil(CLIP_SIGMAS / quant_step(bits)))
-
-
-def _check_bits(bits: int) -> None:
-    if not isinstance(bits, (int, np.integer)) or not MIN_BITS <= bits <= MAX_BITS:
-        raise CodecError(f"bits must be an integer in {MIN_BITS}..{MAX_BITS}, got {bits!r}")
-
-
-def quantize(latent: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
-    """float latent -> (int32 symbols, number of values that had to be clipped)."""
-    step, limit = quant_step(bits), quant_limit(bits)
-    q = np.rint(np.asarray(latent, dtype=np.float64) / step)
-    clipped = int(np.count_nonzero(np.abs(q) > limit))
-    return np.clip(q, -limit, limit).astype(np.int32), clipped
-
-
-def dequantize(symbols: np.ndarray, bits: int) -> np.ndarray:
-    """int symbols -> float32 latent."""
-    return (np.asarray(symbols, dtype=np.float32) * np.float32(quant_step(bits))).astype(np.float32)
+MAX_WEBP_SIDE = 1024  # a WebP payload stands in for a small image; checked before decoding pixels
+RIFF_HEADER_BYTES = 12  # "RIFF" + uint32 LE size + "WEBP", rebuilt on decode
+WEBP_CHUNKS = (b"VP8 ", b"VP8L", b"VP8X")
 
 
 # --- integrity ---------------------------------------------------------------------------------
@@ -91,10 +61,21 @@ _CRC8 = _crc8_table()
 
 
 def crc8(data: bytes, crc: int = 0) -> int:
-    """CRC-8/SMBUS (poly 0x07, init 0)."""
+    """CRC-8/SMBUS (poly 0x07, init 0, no reflection, no final xor); ``crc`` continues a run."""
     for b in data:
         crc = _CRC8[crc ^ b]
     return crc
+
+
+def model_id_prefix(model_id: bytes) -> int:
+    """The 12-bit model id written in the header: the first 12 bits of the 32-byte SHA-256."""
+    if not isinstance(model_id, (bytes, bytearray)) or len(model_id) != 32:
+        raise ValueError("model_id must be the 32-byte SHA-256 digest")
+    return (model_id[0] << 4) | (model_id[1] >> 4)
+
+
+def _crc_seed(kind: str, model_id: bytes | None) -> int:
+    return crc8(model_id) if kind == "latent" else 0
 
 
 # --- header ------------------------------------------------------------------------------------
@@ -103,50 +84,55 @@ def crc8(data: bytes, crc: int = 0) -> int:
 class Header:
     """What the first bytes of a latent.bin say."""
 
-    version: int
-    mode: str
-    bits: int
-    model_id_prefix: bytes
+    kind: str  # "latent" or "webp"
+    model_id_prefix: int  # 12 bits
     size: tuple[int, int] | None  # original (width, height) when stored
+    version: int = VERSION
 
     @property
     def length(self) -> int:
-        return 4 + (4 if self.size else 0)
+        """Header bytes before the payload."""
+        return HEADER_BYTES + (SIZE_BYTES if self.size else 0)
+
+    @property
+    def model_id_hex(self) -> str:
+        """The 12-bit id as 3 hex digits (a prefix of the bundle's SHA-256 hex)."""
+        return f"{self.model_id_prefix:03x}"
 
     def to_bytes(self) -> bytes:
-        flags = (self.version << 6) | (MODES[self.mode] << 4) | ((self.bits - MIN_BITS) << 1) | int(bool(self.size))
-        out = bytes([MAGIC, flags]) + self.model_id_prefix
+        byte0 = (VERSION_BITS << 6) | (KINDS.index(self.kind) << 5) | (int(bool(self.size)) << 4) \
+            | (self.model_id_prefix >> 8)
+        out = bytes([byte0, self.model_id_prefix & 0xFF])
         if self.size:
             out += struct.pack(">HH", self.size[0] - 1, self.size[1] - 1)
         return out
 
 
 def read_header(data: bytes) -> Header:
-    """Parse and validate the header; raises CodecError for anything that is not a latent.bin."""
+    """Parse the header; structural checks only (length, version, size caps), not the CRC."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CodecError("latent data must be bytes")
     data = bytes(data)
     if len(data) > MAX_FILE_BYTES:
         raise CodecError(f"file too large for a latent.bin ({len(data)} bytes)")
-    if len(data) < 5:
+    if len(data) < MIN_FILE_BYTES:
         raise CodecError(f"file too short for a latent.bin ({len(data)} bytes)")
-    if data[0] != MAGIC:
-        raise CodecError("not a gancodec latent.bin (wrong magic byte)")
-    flags = data[1]
-    version, mode = flags >> 6, (flags >> 4) & 0x3
-    if version != VERSION:
-        raise CodecError(f"unsupported format version {version} (this decoder reads version {VERSION})")
-    if mode not in MODE_NAMES:
-        raise CodecError(f"unknown coding mode {mode}")
-    bits = ((flags >> 1) & 0x7) + MIN_BITS
+    byte0 = data[0]
+    if byte0 == V1_MAGIC:
+        raise CodecError("this file was written by an older version of gancodec (format 1); "
+                         "re-encode it with this version")
+    if byte0 >> 6 != VERSION_BITS:
+        raise CodecError("not a gancodec latent.bin (unknown format version bits "
+                         f"{byte0 >> 6:02b}; written by a newer version?)")
+    kind = KINDS[(byte0 >> 5) & 1]
     size = None
-    if flags & 1:
-        if len(data) < 9:
+    if byte0 & 0x10:
+        if len(data) < HEADER_BYTES + SIZE_BYTES + CRC_BYTES:
             raise CodecError("file truncated inside the header")
-        w, h = struct.unpack(">HH", data[4:8])
+        w, h = struct.unpack_from(">HH", data, HEADER_BYTES)
         size = (w + 1, h + 1)
         _check_size(size)
-    return Header(version, MODE_NAMES[mode], bits, data[2:4], size)
+    return Header(kind, ((byte0 & 0x0F) << 8) | data[1], size)
 
 
 def _check_size(size: tuple[int, int]) -> None:
@@ -156,126 +142,102 @@ def _check_size(size: tuple[int, int]) -> None:
                          f"(at most {MAX_SIDE} per side and {MAX_RESTORE_PIXELS // 1_000_000} MP)")
 
 
-# --- payload coding ----------------------------------------------------------------------------
-
-def _raw_width(bits: int) -> int:
-    return int(math.ceil(math.log2(2 * quant_limit(bits) + 1)))
-
-
-def _pack_raw(symbols: np.ndarray, bits: int) -> bytes:
-    width, limit = _raw_width(bits), quant_limit(bits)
-    values = (symbols.astype(np.int64) + limit).astype(np.uint32)
-    bitarr = ((values[:, None] >> np.arange(width - 1, -1, -1)) & 1).astype(np.uint8).ravel()
-    return np.packbits(bitarr).tobytes()
-
-
-def _unpack_raw(payload: bytes, bits: int, count: int) -> np.ndarray:
-    width, limit = _raw_width(bits), quant_limit(bits)
-    if len(payload) != (count * width + 7) // 8:
-        raise CodecError("payload length does not match the model's latent size (truncated or corrupted file)")
-    bitarr = np.unpackbits(np.frombuffer(payload, np.uint8))[: count * width].reshape(count, width)
-    values = (bitarr.astype(np.int64) << np.arange(width - 1, -1, -1)).sum(axis=1) - limit
-    if np.any(np.abs(values) > limit):
-        raise CodecError("symbol out of range (corrupted file)")
-    return values.astype(np.int32)
-
-
-def _gaussian(bits: int):
-    import constriction
-
-    limit = quant_limit(bits)
-    return constriction.stream.model.QuantizedGaussian(-limit, limit), 1.0 / quant_step(bits)
-
-
-def _pack_range(symbols: np.ndarray, bits: int) -> bytes:
-    import constriction
-
-    model, std = _gaussian(bits)
-    enc = constriction.stream.queue.RangeEncoder()
-    n = len(symbols)
-    enc.encode(symbols.astype(np.int32), model, np.zeros(n), np.full(n, std))
-    return enc.get_compressed().astype("<u4").tobytes()
-
-
-def _unpack_range(payload: bytes, bits: int, count: int) -> np.ndarray:
-    import constriction
-
-    if len(payload) == 0 or len(payload) % 4:
-        raise CodecError("payload is not a whole number of coder words (truncated or corrupted file)")
-    if len(payload) > 4 * (count * 16 + 2):
-        raise CodecError("payload far longer than the model's latent needs (corrupted file)")
-    model, std = _gaussian(bits)
-    try:
-        dec = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
-        symbols = dec.decode(model, np.zeros(count), np.full(count, std))
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as exc:  # constriction raises its own types (a Rust panic is a BaseException)
-        raise CodecError(f"entropy decoding failed (corrupted file): {type(exc).__name__}") from None
-    return np.asarray(symbols, dtype=np.int32)
-
-
-def encode_symbols(symbols: np.ndarray, bits: int, mode: str = "range") -> bytes:
-    """Code int symbols with the given mode; returns the payload."""
-    _check_bits(bits)
-    symbols = np.asarray(symbols, dtype=np.int32).ravel()
-    if np.any(np.abs(symbols) > quant_limit(bits)):
-        raise CodecError("symbols out of range for this bit depth")
-    if mode == "range":
-        return _pack_range(symbols, bits)
-    if mode == "raw":
-        return _pack_raw(symbols, bits)
-    if mode == "bzip2":
-        return bz2.compress(_pack_raw(symbols, bits), 9)
-    raise CodecError(f"unknown coding mode {mode!r} (choose from {', '.join(MODES)})")
-
-
-def decode_symbols(payload: bytes, bits: int, mode: str, count: int) -> np.ndarray:
-    """Inverse of :func:`encode_symbols` for ``count`` symbols."""
-    if mode == "range":
-        return _unpack_range(payload, bits, count)
-    if mode == "raw":
-        return _unpack_raw(payload, bits, count)
-    if mode == "bzip2":
-        expected = (count * _raw_width(bits) + 7) // 8
-        try:
-            d = bz2.BZ2Decompressor()
-            raw = d.decompress(payload, max_length=expected + 1)
-        except (OSError, ValueError, EOFError) as exc:
-            raise CodecError(f"bzip2 payload is corrupted ({exc})") from None
-        return _unpack_raw(raw, bits, count)
-    raise CodecError(f"unknown coding mode {mode!r}")
-
-
-# --- whole files -------------------------------------------------------------------------------
-
-def pack(symbols: np.ndarray, bits: int, model_id: bytes, mode: str = "range",
-         size: tuple[int, int] | None = None) -> bytes:
-    """Build a complete latent.bin from quantized symbols.
-
-    model_id: the full 32-byte SHA-256 of the bundle's ONNX (the first 2 bytes go in the header;
-    all 32 seed the CRC so a file is only accepted by the model that wrote it).
-    """
-    _check_bits(bits)
-    if len(model_id) != 32:
-        raise ValueError("model_id must be the 32-byte SHA-256 digest")
+def _frame(kind: str, model_id: bytes, payload: bytes, size) -> bytes:
+    prefix = model_id_prefix(model_id)
     if size is not None:
+        size = (int(size[0]), int(size[1]))
         _check_size(size)
-    header = Header(VERSION, mode, bits, model_id[:ID_BYTES], tuple(size) if size else None)
-    body = header.to_bytes() + encode_symbols(symbols, bits, mode)
-    return body + bytes([crc8(body, crc8(model_id))])
+    body = Header(kind, prefix, size).to_bytes() + payload
+    data = body + bytes([crc8(body, _crc_seed(kind, model_id))])
+    if len(data) > MAX_FILE_BYTES:
+        raise CodecError(f"file would be {len(data)} bytes, above the format's {MAX_FILE_BYTES}")
+    return data
 
 
-def unpack(data: bytes, model_id: bytes, latent_dim: int) -> tuple[Header, np.ndarray]:
-    """Check and decode a latent.bin for the model with this id; returns (header, symbols)."""
+def _payload(data: bytes, header: Header, model_id: bytes | None) -> bytes:
+    """Check the CRC and return the payload bytes."""
+    if crc8(data[:-1], _crc_seed(header.kind, model_id)) != data[-1]:
+        raise CodecError("integrity check failed: the file is corrupted"
+                         + (" or was written by another model" if header.kind == "latent" else ""))
+    return data[header.length:-1]
+
+
+# --- latent payload ----------------------------------------------------------------------------
+
+def pack_latent(symbols: np.ndarray, level: int, model: EntropyModel, model_id: bytes,
+                size: tuple[int, int] | None = None) -> bytes:
+    """Build a latent.bin: the rate level and the (H, W, C) integer symbols, range-coded.
+
+    model_id: the full 32-byte SHA-256 of the bundle's generator.onnx (its first 12 bits go in
+    the header; all 32 bytes seed the CRC, so a file only verifies under the model that wrote
+    it). Symbols outside their table's support raise CodecError: clip with ``model.clip`` first.
+    """
+    return _frame("latent", model_id, model.encode(level, symbols), size)
+
+
+def unpack_latent(data: bytes, model_id: bytes, model: EntropyModel) -> tuple[Header, int, np.ndarray]:
+    """Check and decode a latent file for the model with this id: (header, level, int32 (H, W, C))."""
     header = read_header(data)
     data = bytes(data)
-    if header.model_id_prefix != model_id[:ID_BYTES]:
-        raise CodecError(
-            f"file was written by model {header.model_id_prefix.hex()}…, not by this model ({model_id[:ID_BYTES].hex()}…)")
-    if len(data) < header.length + 2:
-        raise CodecError("file truncated: no payload")
-    if crc8(data[:-1], crc8(model_id)) != data[-1]:
-        raise CodecError("integrity check failed: the file is corrupted or was written by another model")
-    payload = data[header.length : -1]
-    return header, decode_symbols(payload, header.bits, header.mode, latent_dim)
+    if header.kind != "latent":
+        raise CodecError("this file holds a WebP image, not a latent")
+    mine = model_id_prefix(model_id)
+    if header.model_id_prefix != mine:
+        raise CodecError(f"file was written by model {header.model_id_hex}…, not by this model ({mine:03x}…)")
+    if len(data) < header.length + CRC_BYTES:
+        raise CodecError("file truncated inside the header")
+    level, symbols = model.decode(_payload(data, header, model_id))
+    return header, level, symbols
+
+
+# --- WebP payload ------------------------------------------------------------------------------
+
+def pack_webp(webp: bytes, model_id: bytes, size: tuple[int, int] | None = None) -> bytes:
+    """Build a latent.bin holding a WebP file (the fallback for images the model cannot reach).
+
+    The 12-byte RIFF header ("RIFF", size, "WEBP") is implied by the kind bit and rebuilt on
+    decode. The header's model id names the bundle that chose the fallback; the CRC is not
+    seeded with it, so the image decodes without any bundle installed.
+    """
+    webp = bytes(webp)
+    if (len(webp) < RIFF_HEADER_BYTES + 8 or webp[:4] != b"RIFF" or webp[8:12] != b"WEBP"
+            or struct.unpack_from("<I", webp, 4)[0] != len(webp) - 8):
+        raise CodecError("not a well-formed WebP file (RIFF/WEBP header or size mismatch)")
+    if webp[12:16] not in WEBP_CHUNKS:
+        raise CodecError("WebP file does not start with a VP8/VP8L/VP8X chunk")
+    return _frame("webp", model_id, webp[RIFF_HEADER_BYTES:], size)
+
+
+def webp_file(payload: bytes) -> bytes:
+    """Rebuild the WebP file from a WebP payload (the inverse of the stripping in pack_webp)."""
+    return b"RIFF" + struct.pack("<I", len(payload) + 4) + b"WEBP" + bytes(payload)
+
+
+def unpack_webp(data: bytes) -> tuple[Header, np.ndarray]:
+    """Check and decode a WebP-kind file: (header, uint8 RGB (H, W, 3)). Needs no bundle."""
+    header = read_header(data)
+    data = bytes(data)
+    if header.kind != "webp":
+        raise CodecError("this file holds a latent, not a WebP image")
+    payload = _payload(data, header, None)
+    if len(payload) < 8 or payload[:4] not in WEBP_CHUNKS:
+        raise CodecError("WebP payload does not start with a VP8/VP8L/VP8X chunk (corrupted file)")
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(webp_file(payload)), formats=["WEBP"]) as im:
+            w, h = im.size  # read from the bitstream header: no pixels decoded yet
+            if not (1 <= w <= MAX_WEBP_SIDE and 1 <= h <= MAX_WEBP_SIDE):
+                raise CodecError(f"WebP payload is {w}x{h}, beyond the {MAX_WEBP_SIDE}-pixel cap")
+            if getattr(im, "n_frames", 1) != 1:
+                raise CodecError("WebP payload is animated; a latent.bin holds one image")
+            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except CodecError:
+        raise
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, … for bad data
+        raise CodecError(f"WebP payload could not be decoded (corrupted file): {type(exc).__name__}") from None
+    if rgb.shape != (h, w, 3):
+        raise CodecError("WebP payload decoded to an unexpected shape (corrupted file)")
+    return header, rgb

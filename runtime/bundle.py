@@ -1,8 +1,12 @@
 """Model bundles: find them, verify them against their manifest, open onnxruntime sessions.
 
-A bundle is a directory with ``manifest.json``, ``generator.onnx`` (the decoder),
-``generator.keras`` (the TF mirror for encoder gradients) and optionally ``encoder.onnx`` /
-``encoder.keras`` (the amortized encoder). The model id is the SHA-256 of ``generator.onnx``.
+A bundle (format 2) is a directory with ``manifest.json``, ``generator.onnx`` (the decoder:
+dequantized spatial latent (N, H, W, C) -> image), ``entropy.bin`` (the integer frequency tables and
+inverse gains of every rate level: the decoder's only source of probabilities, see
+docs/bitstream.md), and for encoding ``encoder.onnx`` (image -> unscaled latent), ``rate.npz``
+(float gains, λ and training density per level) and the TF mirrors ``generator.keras`` /
+``encoder.keras``. The model id is the SHA-256 of ``generator.onnx``; every file is hashed in the
+manifest and verified on load.
 
 Bundles are found by directory, by name (``models/NAME``) or by model id (full hex or a prefix)
 among ``models/*/`` of this project and the directories listed in ``$GANCODEC_MODELS``
@@ -29,7 +33,9 @@ GENERATOR_ONNX = "generator.onnx"
 GENERATOR_KERAS = "generator.keras"
 ENCODER_ONNX = "encoder.onnx"
 ENCODER_KERAS = "encoder.keras"
-BUNDLE_FORMAT = 1
+ENTROPY_BIN = "entropy.bin"
+RATE_NPZ = "rate.npz"
+BUNDLE_FORMAT = 2
 ENV_MODELS = "GANCODEC_MODELS"
 PROJECT_MODELS = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = "airplane"
@@ -60,7 +66,10 @@ def _read_manifest(directory: Path) -> dict:
         raise CodecError(f"{directory}: unreadable {MANIFEST} ({exc})") from None
     if not isinstance(manifest, dict):
         raise CodecError(f"{directory}: {MANIFEST} is not an object")
-    for key in ("format", "model_id", "latent_dim", "image_size", "files"):
+    if manifest.get("format") == 1:
+        raise CodecError(f"{directory}: bundle format 1 (global latent, gancodec 0.1) is not supported by "
+                         "this version; re-train with --mode rd and re-export")
+    for key in ("format", "model_id", "image_size", "latent_grid", "channels", "levels", "files"):
         if key not in manifest:
             raise CodecError(f"{directory}: {MANIFEST} lacks '{key}'")
     if manifest["format"] != BUNDLE_FORMAT:
@@ -104,23 +113,62 @@ class Bundle:
         return bytes.fromhex(self.model_id)
 
     @property
-    def latent_dim(self) -> int:
-        return int(self.manifest["latent_dim"])
+    def model_id_prefix(self) -> int:
+        """The 12-bit id a latent.bin header carries (first 12 bits of the model id)."""
+        return int(self.model_id[:3], 16)
 
     @property
     def image_size(self) -> int:
         return int(self.manifest["image_size"])
 
     @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of one image's latent."""
+        h, w = self.manifest["latent_grid"]
+        return int(h), int(w), int(self.manifest["channels"])
+
+    @property
+    def levels(self) -> int:
+        return int(self.manifest["levels"])
+
+    @property
+    def dataset(self) -> str:
+        return str(self.manifest.get("dataset", ""))
+
+    @property
     def has_encoder(self) -> bool:
         return ENCODER_ONNX in self.manifest["files"]
 
-    @property
-    def default_bits(self) -> int:
-        return int(self.manifest.get("quantization", {}).get("bits", 4))
-
     def path(self, name: str) -> Path:
         return self.directory / name
+
+    @cached_property
+    def entropy(self):
+        """The bundle's :class:`runtime.entropy.EntropyModel` (verified against the manifest)."""
+        from runtime.entropy import EntropyModel
+
+        model = EntropyModel.from_bytes(self.path(ENTROPY_BIN).read_bytes())
+        if model.shape != self.latent_shape or model.levels != self.levels:
+            raise CodecError(f"{self.directory}: {ENTROPY_BIN} does not match the manifest "
+                             f"({model.shape}, {model.levels} levels)")
+        return model
+
+    @cached_property
+    def rate(self) -> dict:
+        """Encoder-side float parameters per level: gains (L, C), lambdas (L,), training density."""
+        path = self.path(RATE_NPZ)
+        if not path.exists():
+            raise CodecError(f"{self.directory}: no {RATE_NPZ}; this bundle can decode but not encode")
+        with np.load(path) as f:
+            rate = {k: f[k] for k in f.files}
+        if rate["gains"].shape != (self.levels, self.latent_shape[2]):
+            raise CodecError(f"{self.directory}: {RATE_NPZ} does not match the manifest")
+        return rate
+
+    def validation_psnr(self, level: int) -> float | None:
+        """Mean PSNR of the validation split at ``level`` (encoder only), from the manifest."""
+        figures = self.manifest.get("validation", {}).get("psnr")
+        return float(figures[level]) if figures and 0 <= level < len(figures) else None
 
     def session(self, name: str = GENERATOR_ONNX):
         if name not in self._sessions:
@@ -128,13 +176,15 @@ class Bundle:
         return self._sessions[name]
 
     def generate(self, latents: np.ndarray) -> np.ndarray:
-        """Run generator.onnx: (N, latent_dim) float32 -> (N, S, S, 3) float32 in [-1, 1]."""
-        z = np.ascontiguousarray(latents, dtype=np.float32).reshape(-1, self.latent_dim)
+        """Run generator.onnx: dequantized latents (N, H, W, C) float32 -> (N, S, S, 3) in [-1, 1]."""
+        y = np.ascontiguousarray(latents, dtype=np.float32).reshape(-1, *self.latent_shape)
         sess = self.session(GENERATOR_ONNX)
-        return sess.run(None, {sess.get_inputs()[0].name: z})[0]
+        return sess.run(None, {sess.get_inputs()[0].name: y})[0]
 
     def encode_latents(self, images: np.ndarray) -> np.ndarray:
-        """Run encoder.onnx: (N, S, S, 3) float32 in [-1, 1] -> (N, latent_dim)."""
+        """Run encoder.onnx: (N, S, S, 3) float32 in [-1, 1] -> unscaled latents (N, H, W, C)."""
+        if not self.has_encoder:
+            raise CodecError(f"{self.directory}: no {ENCODER_ONNX}; this bundle can decode but not encode")
         sess = self.session(ENCODER_ONNX)
         x = np.ascontiguousarray(images, dtype=np.float32)
         return sess.run(None, {sess.get_inputs()[0].name: x})[0]
@@ -233,7 +283,13 @@ def find_bundle(spec: str | os.PathLike | None = None, threads: int = 1) -> Bund
     raise CodecError(f"unknown model {spec!r} (not a directory, name or model id; available: {names})")
 
 
-def bundles_for_prefix(prefix: bytes, threads: int = 1) -> list[Bundle]:
-    """Verified bundles whose model id starts with the header's id bytes."""
-    hexp = prefix.hex()
-    return [load_bundle(d, threads) for d, m in manifests() if m["model_id"].startswith(hexp)]
+def bundles_for_prefix(prefix: int, threads: int = 1) -> list[Bundle]:
+    """Verified bundles whose 12-bit id prefix (a latent.bin header's) is ``prefix``."""
+    out = []
+    for d, m in manifests():
+        try:
+            if int(str(m["model_id"])[:3], 16) == int(prefix):
+                out.append(load_bundle(d, threads))
+        except ValueError:  # a manifest with an odd id names no file of ours
+            continue
+    return out

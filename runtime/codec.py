@@ -1,19 +1,25 @@
-"""The codec API: ``Codec(model).encode(images) -> list[bytes]``, ``.decode(data) -> ndarray``.
+"""The codec: one object per bundle, ``Codec(model).compress(images)`` / ``.decompress(data)``.
 
-Encoding (TensorFlow is imported only when encoding starts, in runtime.inversion):
+A bundle is a variable-rate model (``training.rd``): the encoder's spatial latent y is scaled by
+the gain vector of a rate level and rounded to integer symbols, range-coded with the level's
+integer tables (``runtime.entropy``) into a latent.bin (``runtime.bitstream``). The decoder
+multiplies the symbols by the level's inverse gains and runs ``generator.onnx``.
 
-1. Candidates, evaluated with onnxruntime: the amortized encoder's latent E(x) when the bundle has
-   one, the prior's mode (0) and ``candidates`` random N(0, 1) latents; the best by MSE starts.
-2. Batched gradient descent on the latents with the TF mirror (``generator.keras``), loss
-   MSE + ``ssim_weight``·(1 − SSIM) + ``prior_weight``·½·mean(z²) (a rate term: latents far from
-   the N(0, 1) prior cost more bytes); the last part of the steps is quantization-aware (the
-   generator sees the quantized latent, straight-through gradient).
-3. Quantize; evaluate with onnxruntime exactly as the decoder will (one image per run, same
-   session settings); keep per image whichever of the refined or starting latent decodes better.
-4. Entropy-code into the latent.bin bitstream (runtime.bitstream).
+Encoding, stage by stage (each a method below):
 
-Decoding reads the header, finds the bundle by model id, checks integrity, runs generator.onnx on
-CPU. It imports numpy, onnxruntime, Pillow and constriction only.
+1. :meth:`Codec.prepare` — images to model size (uint8) and their original sizes;
+2. :meth:`Codec.analyze` — the encoder's latent y (onnxruntime);
+3. :meth:`Codec.choose_levels` — per image, the finest level whose file fits ``target_bytes``
+   (one level finer does not), or the coarsest whose decoded PSNR reaches ``target_psnr``;
+4. :meth:`Codec.refine` — rate–distortion refinement of the symbols with gradients from the TF
+   mirror (``runtime.inversion``), started from the encoder's latent;
+5. :meth:`Codec.synthesize` — the decoder's exact output (onnxruntime), for every candidate; per
+   image the best candidate under the target is kept, and with a target the WebP fallback
+   (:func:`webp_fallback`) replaces it when WebP meets the target better;
+6. :meth:`Codec.pack` — the latent.bin bytes.
+
+Decoding (:meth:`Codec.decompress`, :func:`decode_file_bytes`) imports numpy, onnxruntime and
+Pillow only — never TensorFlow.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ from runtime.errors import CodecError
 from runtime.images import from_unit_range, restore_size, to_model_size, to_unit_range
 
 MIRROR_TOLERANCE = 1e-4
-DEFAULT_PRIOR_WEIGHT = 0.01
-DEFAULT_STEPS = 50  # measured: within 0.2 dB of a 1,000-step inversion at ~1/20 of the time
+DEFAULT_STEPS = 20  # refinement steps (benchmarks.effort measures the trade-off)
+DEFAULT_LR = 0.1  # Adam step on the scaled latent (1 = one quantization step)
+UNLIKE_TRAINING_DB = 6.0  # warn when an image decodes this far below the bundle's validation PSNR
 
 
 @dataclass
@@ -37,10 +44,12 @@ class EncodeResult:
     """One encoded image: the file bytes and what the decoder will show."""
 
     data: bytes
-    reconstruction: np.ndarray  # uint8 (S, S, 3), exactly what decode() returns (before --keep-size)
-    bits: int
-    clipped: int
+    reconstruction: np.ndarray  # uint8 (S, S, 3), exactly what decompress() returns (before --keep-size)
+    level: int | None  # rate level of a latent file; None for a WebP payload
+    kind: str = "latent"  # "latent" or "webp" (the fallback)
+    clipped: int = 0  # latent values clipped into the tables' support
     quality: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
 
     @property
     def num_bytes(self) -> int:
@@ -48,28 +57,43 @@ class EncodeResult:
 
 
 class Codec:
-    """Encode images to latent.bin bytes and decode them back with one model bundle."""
+    """Compress images to latent.bin bytes and decompress them with one model bundle."""
 
     def __init__(self, model=None, threads: int = 1):
         self.bundle = model if isinstance(model, Bundle) else find_bundle(model, threads=threads)
         self._mirror = None
 
+    @property
+    def levels(self) -> int:
+        return self.bundle.levels
+
+    @property
+    def default_level(self) -> int:
+        return int(self.bundle.manifest.get("default_level", self.levels // 2))
+
     # -- decoding (onnxruntime only) ------------------------------------------------------------
 
-    def decode_symbols(self, symbols: np.ndarray, bits: int) -> np.ndarray:
-        """Quantized symbols (latent_dim,) -> uint8 image (S, S, 3): the decoder's output."""
-        z = bitstream.dequantize(symbols, bits)[None]
-        return from_unit_range(self.bundle.generate(z))[0]
+    def synthesize(self, symbols: np.ndarray, levels) -> np.ndarray:
+        """Symbols (N, H, W, C) at per-image ``levels`` -> uint8 images (N, S, S, 3): the decoder's output."""
+        symbols = np.asarray(symbols)
+        levels = np.broadcast_to(np.asarray(levels), (len(symbols),))
+        model = self.bundle.entropy
+        latents = np.stack([model.dequantize(int(lv), s) for s, lv in zip(symbols, levels)])
+        return from_unit_range(self.bundle.generate(latents))
 
-    def decode(self, data: bytes, keep_size: bool = True) -> np.ndarray:
+    def decompress(self, data: bytes, keep_size: bool = True) -> np.ndarray:
         """latent.bin bytes -> uint8 RGB image (original size when the file stores it)."""
-        header, symbols = bitstream.unpack(data, self.bundle.model_id_bytes, self.bundle.latent_dim)
-        image = self.decode_symbols(symbols, header.bits)
+        header = bitstream.read_header(data)
+        if header.kind == "webp":
+            _, image = bitstream.unpack_webp(data)
+        else:
+            _, level, symbols = bitstream.unpack_latent(data, self.bundle.model_id_bytes, self.bundle.entropy)
+            image = self.synthesize(symbols[None], [level])[0]
         if keep_size and header.size:
             image = restore_size(image, *header.size)
         return image
 
-    # -- encoding (TF mirror for gradients) -----------------------------------------------------
+    # -- encoding stages --------------------------------------------------------------------------
 
     @property
     def mirror(self):
@@ -85,8 +109,8 @@ class Codec:
                 mirror = load_mirror(path)
             except Exception as exc:  # keras raises many types for a bad file
                 raise CodecError(f"{path}: cannot load the TF mirror ({exc})") from None
-            z = np.random.default_rng(1234).standard_normal((8, self.bundle.latent_dim)).astype(np.float32)
-            diff = float(np.max(np.abs(predict(mirror, z) - self.bundle.generate(z))))
+            y = np.random.default_rng(1234).standard_normal((8, *self.bundle.latent_shape)).astype(np.float32)
+            diff = float(np.max(np.abs(predict(mirror, y) - self.bundle.generate(y))))
             if not diff <= MIRROR_TOLERANCE:
                 raise CodecError(f"TF mirror and generator.onnx disagree (max abs diff {diff:.2e}); refusing to encode")
             self._mirror = mirror
@@ -103,6 +127,8 @@ class Codec:
                 arr = im
                 if arr.ndim == 2:
                     arr = np.repeat(arr[..., None], 3, axis=2)
+                if arr.ndim != 3 or arr.shape[2] != 3:
+                    raise CodecError(f"an image array must be (H, W, 3) or (H, W), got {im.shape}")
                 sizes.append((arr.shape[1], arr.shape[0]))
                 out.append(to_model_size(arr.astype(np.uint8) if arr.dtype != np.uint8 else arr, size))
             elif hasattr(im, "size") and hasattr(im, "mode"):
@@ -116,191 +142,219 @@ class Codec:
             raise CodecError("no images to encode")
         return np.stack(out), sizes
 
-    def initial_latents(self, targets: np.ndarray, candidates: int = 8, seed: int = 0) -> np.ndarray:
-        """Best of E(x), 0 and ``candidates`` random latents per image, judged by onnxruntime."""
-        n, dim = len(targets), self.bundle.latent_dim
-        rng = np.random.default_rng(seed)
-        pool = [np.zeros((n, dim), np.float32)]
-        if self.bundle.has_encoder:
-            pool.append(self.bundle.encode_latents(targets))
-        pool += [rng.standard_normal((n, dim)).astype(np.float32) for _ in range(candidates)]
-        best = pool[0]
-        best_err = np.full(n, np.inf)
-        for z in pool:
-            err = ((self.bundle.generate(z) - targets) ** 2).mean(axis=(1, 2, 3))
-            better = err < best_err
-            best = np.where(better[:, None], z, best)
-            best_err = np.minimum(err, best_err)
-        return best
+    def analyze(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 images (N, S, S, 3) -> the encoder's unscaled latents (N, H, W, C)."""
+        return self.bundle.encode_latents(to_unit_range(pixels))
 
-    def encode_detailed(self, images, bits: int | None = None, steps: int = DEFAULT_STEPS, lr: float = 0.05,
-                        ssim_weight: float = 0.05, prior_weight: float = DEFAULT_PRIOR_WEIGHT,
-                        candidates: int = 8, mode: str = "range",
-                        keep_size: bool = False, original_sizes: list | None = None,
-                        target_bytes: int | None = None,
-                        target_psnr: float | None = None, ste_fraction: float = 0.3,
-                        progress=None, seed: int = 0) -> list[EncodeResult]:
+    def quantize(self, scaled: np.ndarray, levels) -> tuple[np.ndarray, np.ndarray]:
+        """Scaled latents (N, H, W, C) -> (int32 symbols clipped into each level's tables, clipped counts)."""
+        model = self.bundle.entropy
+        levels = np.broadcast_to(np.asarray(levels), (len(scaled),))
+        out, clipped = [], []
+        for u, lv in zip(scaled, levels):
+            q, n = model.clip(int(lv), np.rint(u))
+            out.append(q)
+            clipped.append(n)
+        return np.stack(out), np.array(clipped)
+
+    def scale(self, y: np.ndarray, levels) -> np.ndarray:
+        """Unscaled latents -> scaled ones (y · gain of each image's level), float32."""
+        gains = self.bundle.rate["gains"][np.asarray(levels)]
+        return (np.asarray(y, np.float32) * gains[:, None, None, :]).astype(np.float32)
+
+    def pack(self, symbols: np.ndarray, level: int, size=None) -> bytes:
+        """One image's symbols (H, W, C) at ``level`` -> latent.bin bytes."""
+        return bitstream.pack_latent(symbols, int(level), self.bundle.entropy, self.bundle.model_id_bytes, size)
+
+    def _symbols_at(self, y: np.ndarray, level: int) -> np.ndarray:
+        return self.quantize(self.scale(y, np.full(len(y), level)), level)[0]
+
+    def choose_levels(self, y: np.ndarray, pixels: np.ndarray, target_bytes: int | None = None,
+                      target_psnr: float | None = None, sizes=None) -> np.ndarray:
+        """Per image, the rate level for a target, judged on the encoder's (unrefined) latent.
+
+        ``target_bytes``: the finest level whose whole file fits (the next finer one does not);
+        level 0 when none fits. ``target_psnr``: the coarsest level whose decoded PSNR reaches
+        the target (the next coarser one does not); the finest level when none does.
+        """
+        n = len(y)
+        sizes = sizes or [None] * n
+        if target_bytes is not None:
+            est = np.stack([self.bundle.entropy.bits(lv, self._symbols_at(y, lv)) for lv in range(self.levels)], 1)
+            overhead = np.array([len(self.pack(np.zeros(self.bundle.latent_shape, np.int32), 0, s)) for s in sizes])
+            chosen = np.zeros(n, int)
+            for i in range(n):
+                fits = np.flatnonzero(np.ceil(est[i] / 8) + overhead[i] - 1 <= target_bytes)
+                lv = int(fits.max()) if len(fits) else 0
+
+                def size_at(level, i=i):
+                    return len(self.pack(self._symbols_at(y[i : i + 1], level)[0], level, sizes[i]))
+
+                while lv > 0 and size_at(lv) > target_bytes:
+                    lv -= 1
+                while lv + 1 < self.levels and size_at(lv + 1) <= target_bytes:
+                    lv += 1
+                chosen[i] = lv
+            return chosen
+        if target_psnr is None:
+            raise CodecError("choose_levels needs target_bytes or target_psnr")
+        lo, hi = np.zeros(n, int), np.full(n, self.levels - 1)
+        while np.any(lo < hi):
+            mid = (lo + hi) // 2
+            scaled = self.scale(y, mid)
+            recon = self.synthesize(self.quantize(scaled, mid)[0], mid)
+            ok = np.asarray(metrics.psnr(recon, pixels)) >= target_psnr
+            active = lo < hi
+            hi = np.where(active & ok, mid, hi)
+            lo = np.where(active & ~ok, mid + 1, lo)
+        return lo
+
+    def refine(self, pixels: np.ndarray, y: np.ndarray, levels: np.ndarray, steps: int = DEFAULT_STEPS,
+               lr: float = DEFAULT_LR, progress=None) -> np.ndarray:
+        """Rate–distortion refinement (TF mirror gradients), each image at its level -> scaled latents."""
+        scaled = self.scale(y, levels)
+        if steps <= 0:
+            return scaled
+        from runtime.inversion import refine
+
+        rate = self.bundle.rate
+        levels = np.asarray(levels)
+        inv = self.bundle.entropy.inv_gains[levels]
+        return refine(self.mirror, to_unit_range(pixels), scaled, rate["gains"][levels], inv,
+                      rate["lambdas"][levels], rate, steps, lr, progress)
+
+    # -- the whole encoder --------------------------------------------------------------------------
+
+    def compress(self, images, level: int | None = None, target_bytes: int | None = None,
+                 target_psnr: float | None = None, steps: int = DEFAULT_STEPS, keep_size: bool = False,
+                 original_sizes: list | None = None, fallback: bool = True, progress=None) -> list[EncodeResult]:
         """Encode a batch; every image gets its own latent. Returns bytes and decoder-exact quality.
 
-        Rate: ``bits`` fixes the quantization; ``target_bytes`` picks per image the finest bit
-        depth whose file fits; ``target_psnr`` the coarsest that reaches the PSNR.
-        ``keep_size`` stores each original (width, height) in the file — taken from the inputs, or
-        from ``original_sizes`` when the inputs were already brought to model size.
+        Rate: ``level`` fixes the rate level (default: the bundle's); ``target_bytes`` /
+        ``target_psnr`` choose it per image (and, with ``fallback``, a WebP payload where WebP
+        meets the target better). ``keep_size`` stores each original (width, height).
         """
-        if target_bytes is not None and target_psnr is not None:
-            raise CodecError("give --target-bytes or --target-psnr, not both")
-        if target_bytes is None and target_psnr is None:
-            bits = self.bundle.default_bits if bits is None else bits
-            bitstream.quant_step(bits)  # validates
-        if mode not in bitstream.MODES:
-            raise CodecError(f"unknown coding mode {mode!r}")
-        if steps < 0:
-            raise CodecError("steps must be >= 0")
+        target = _check_rate_args(self, level, target_bytes, target_psnr, steps)
         pixels, sizes = self.prepare(images)
         if original_sizes is not None:
             if len(original_sizes) != len(pixels):
                 raise CodecError("original_sizes must give one size per image")
             sizes = [tuple(s) for s in original_sizes]
-        n = len(pixels)
-        targets = to_unit_range(pixels)
-        z0 = self.initial_latents(targets, candidates, seed)
-        ste_steps = int(round(steps * ste_fraction))
-        plain_steps = steps - ste_steps
-
-        def tick(offset):
-            def report(done):
-                if progress is not None:
-                    progress(offset + done)
-            return report
-
-        z = z0
-        if plain_steps > 0:
-            from runtime.inversion import descend
-
-            z = descend(self.mirror, targets, z0, steps=plain_steps, lr=lr, ssim_weight=ssim_weight,
-                        prior_weight=prior_weight,
-                        progress=tick(0))
-        keep = [sizes[i] if keep_size else None for i in range(n)]
-
-        def pack(i, symbols, b):
-            return bitstream.pack(symbols, b, self.bundle.model_id_bytes, mode, size=keep[i])
-
-        if target_bytes is None and target_psnr is None:
-            chosen = np.full(n, bits)
+        keep = [tuple(s) if keep_size else None for s in sizes]
+        y = self.analyze(pixels)
+        if target is None:
+            levels = np.full(len(pixels), self.default_level if level is None else int(level))
         else:
-            chosen = np.array([self._choose_bits(z[i], pixels[i], target_bytes, target_psnr,
-                                                 lambda s, b, i=i: pack(i, s, b)) for i in range(n)])
-        zq = z.copy()
-        if ste_steps > 0:
-            from runtime.inversion import descend
-
-            for b in np.unique(chosen):
-                idx = np.flatnonzero(chosen == b)
-                zq[idx] = descend(self.mirror, targets[idx], z[idx], steps=ste_steps, lr=lr * 0.5,
-                                  ssim_weight=ssim_weight, prior_weight=prior_weight,
-                                  bits=int(b), ste_fraction=1.0,
-                                  progress=tick(plain_steps))
+            levels = self.choose_levels(y, pixels, target_bytes, target_psnr, keep)
+        candidates = [self.quantize(self.scale(y, levels), levels)]
+        if steps > 0:
+            candidates.insert(0, self.quantize(self.refine(pixels, y, levels, steps, progress=progress), levels))
         results = []
-        for i in range(n):
-            b = int(chosen[i])
+        for i in range(len(pixels)):
             options = []
-            for cand in (zq[i], z[i], z0[i]):
-                symbols, clipped = bitstream.quantize(cand, b)
-                options.append((pack(i, symbols, b), symbols, clipped))
-            if target_bytes is not None and any(len(o[0]) <= target_bytes for o in options):
-                options = [o for o in options if len(o[0]) <= target_bytes]
-            best = None
-            for data, symbols, clipped in options:
-                recon = self.decode_symbols(symbols, b)
-                err = metrics.mse(recon, pixels[i])
-                if best is None or err < best[0]:
-                    best = (err, data, clipped, recon)
-            _, data, clipped, recon = best
-            quality = {k: float(v) for k, v in metrics.quality(recon, pixels[i]).items()}
-            results.append(EncodeResult(data, recon, b, clipped, quality))
+            for symbols, clipped in candidates:
+                data = self.pack(symbols[i], levels[i], keep[i])
+                recon = self.synthesize(symbols[i : i + 1], levels[i : i + 1])[0]
+                options.append(EncodeResult(data, recon, int(levels[i]), "latent", int(clipped[i]),
+                                            metrics.quality(recon, pixels[i])))
+            best = _pick(options, target_bytes, target_psnr, self.bundle.rate["lambdas"][levels[i]])
+            if fallback and target is not None:
+                webp = webp_fallback(pixels[i], self.bundle.model_id_bytes, keep[i], target_bytes, target_psnr)
+                if webp is not None and _pick([best, webp], target_bytes, target_psnr, None) is webp:
+                    best = webp
+            best.warnings = self._warnings(best, target_bytes, target_psnr)
+            results.append(best)
         return results
 
-    def _choose_bits(self, z: np.ndarray, pixels: np.ndarray, target_bytes, target_psnr, pack) -> int:
-        """Pick the bit depth for one latent: finest that fits target_bytes, or coarsest reaching target_psnr."""
-        depths = range(bitstream.MIN_BITS, bitstream.MAX_BITS + 1)
-        if target_bytes is not None:
-            fitting = [b for b in depths if len(pack(bitstream.quantize(z, b)[0], b)) <= target_bytes]
-            return max(fitting) if fitting else bitstream.MIN_BITS
-        for b in depths:
-            symbols, _ = bitstream.quantize(z, b)
-            if metrics.psnr(self.decode_symbols(symbols, b), pixels) >= target_psnr:
-                return b
-        return bitstream.MAX_BITS
+    def _warnings(self, r: EncodeResult, target_bytes, target_psnr) -> list[str]:
+        out = []
+        if target_bytes is not None and r.num_bytes > target_bytes:
+            out.append(f"budget of {target_bytes} bytes cannot be met: the smallest file is {r.num_bytes} bytes")
+        if target_psnr is not None and r.quality["psnr"] < target_psnr:
+            out.append(f"target PSNR {target_psnr:g} dB not reached: best {r.quality['psnr']:.2f} dB "
+                       f"({r.num_bytes} bytes)")
+        if r.kind == "latent":
+            ref = self.bundle.validation_psnr(r.level)
+            if ref is not None and r.quality["psnr"] < ref - UNLIKE_TRAINING_DB:
+                out.append(f"decodes at {r.quality['psnr']:.2f} dB, far below this model's {ref:.2f} dB on its "
+                           f"validation images at this rate: probably unlike its training set ({self.bundle.dataset})")
+        else:
+            out.append("WebP met the target better than the model (image unlike the training set?); "
+                       "the file holds a WebP payload")
+        return out
 
-    def encode(self, images, **kwargs) -> list[bytes]:
-        """Encode images (paths, uint8 arrays or PIL images) -> list of latent.bin bytes."""
-        return [r.data for r in self.encode_detailed(images, **kwargs)]
+
+def _check_rate_args(codec: Codec, level, target_bytes, target_psnr, steps):
+    if target_bytes is not None and target_psnr is not None:
+        raise CodecError("give --target-bytes or --target-psnr, not both")
+    target = target_bytes if target_bytes is not None else target_psnr
+    if target is not None and level is not None:
+        raise CodecError("give --level or a target, not both")
+    if level is not None and not (isinstance(level, (int, np.integer)) and 0 <= level < codec.levels):
+        raise CodecError(f"--level must be 0..{codec.levels - 1} for this model, got {level}")
+    if target_bytes is not None and target_bytes < 1:
+        raise CodecError("--target-bytes must be positive")
+    if steps < 0:
+        raise CodecError("steps must be >= 0")
+    return target
 
 
-def decode_file_bytes(data: bytes, model=None, threads: int = 1) -> tuple[np.ndarray, Bundle]:
+def _pick(options: list[EncodeResult], target_bytes, target_psnr, lam) -> EncodeResult:
+    """The best candidate: under a byte budget the best PSNR among those that fit (else the
+    smallest); for a PSNR target the smallest that reaches it (else the best PSNR); with neither,
+    the lowest rate–distortion cost bits/pixel + λ·MSE (the loss the model was trained for)."""
+    if target_bytes is not None:
+        fits = [o for o in options if o.num_bytes <= target_bytes]
+        return max(fits, key=lambda o: o.quality["psnr"]) if fits else min(options, key=lambda o: o.num_bytes)
+    if target_psnr is not None:
+        reach = [o for o in options if o.quality["psnr"] >= target_psnr]
+        return (min(reach, key=lambda o: (o.num_bytes, -o.quality["psnr"])) if reach
+                else max(options, key=lambda o: o.quality["psnr"]))
+    pixels = options[0].reconstruction.shape[0] * options[0].reconstruction.shape[1]
+    return min(options, key=lambda o: 8 * o.num_bytes / pixels + float(lam) * o.quality["mse"])
+
+
+def webp_fallback(pixels: np.ndarray, model_id: bytes, size, target_bytes=None, target_psnr=None):
+    """The WebP candidate for one image under a target, as a latent.bin with a WebP payload: the
+    highest quality whose whole file fits ``target_bytes``, or the lowest whose PSNR reaches
+    ``target_psnr``. None when WebP cannot meet the target at all."""
+    from runtime.classic import WEBP
+
+    def wrap(data):
+        return bitstream.pack_webp(data, model_id, size)
+
+    if target_bytes is not None:
+        found = WEBP.best_fitting(pixels, lambda d: len(wrap(d)) <= target_bytes)
+    else:
+        found = WEBP.lowest_reaching(pixels, lambda d: metrics.psnr(WEBP.decode(d), pixels) >= target_psnr)
+    if found is None:
+        return None
+    data = wrap(found[1])
+    recon = WEBP.decode(found[1])
+    return EncodeResult(data, recon, None, "webp", 0, metrics.quality(recon, pixels))
+
+
+def decode_file_bytes(data: bytes, model=None, threads: int = 1) -> tuple[np.ndarray, Bundle | None]:
     """Decode latent.bin bytes, finding the bundle by the id in the header unless ``model`` is given.
 
     A forced ``model`` must still match the file's id: a file from model A is never decoded by B.
+    A WebP payload needs no bundle (returned bundle None unless ``model`` is given).
     """
     header = bitstream.read_header(data)
     if model is not None:
         bundle = model if isinstance(model, Bundle) else find_bundle(model, threads)
-        return Codec(bundle).decode(data), bundle
+        return Codec(bundle).decompress(data), bundle
+    if header.kind == "webp":
+        _, image = bitstream.unpack_webp(data)
+        return (restore_size(image, *header.size) if header.size else image), None
     candidates = bundles_for_prefix(header.model_id_prefix, threads)
     if not candidates:
-        raise CodecError(f"no model with id {header.model_id_prefix.hex()}… is installed "
+        raise CodecError(f"no model with id {header.model_id_hex}… is installed "
                          f"(looked in models/ and $GANCODEC_MODELS); pass --model DIR")
     errors = []
-    for bundle in candidates:  # 16-bit prefixes may collide; the CRC (seeded by the full id) decides
+    for bundle in candidates:  # 12-bit ids may collide; the CRC (seeded by the full id) decides
         try:
-            return Codec(bundle).decode(data), bundle
+            return Codec(bundle).decompress(data), bundle
         except CodecError as exc:
             errors.append(str(exc))
     raise CodecError(errors[0])
-
-
-def ladder(bundle: Bundle) -> list[Bundle]:
-    """The bundles trained on the same data set at the same image size (a ladder of latent sizes),
-    found on the model search path, smallest latent first; always includes ``bundle`` itself."""
-    from runtime.bundle import load_bundle, manifests
-
-    rungs = {bundle.model_id: bundle}
-    for directory, manifest in manifests():
-        if (manifest.get("dataset") == bundle.manifest.get("dataset")
-                and manifest.get("image_size") == bundle.image_size and manifest["model_id"] not in rungs):
-            try:
-                rungs[manifest["model_id"]] = load_bundle(directory, bundle.threads)
-            except CodecError:
-                continue  # a broken sibling is skipped; the requested bundle was verified already
-    return sorted(rungs.values(), key=lambda b: (b.latent_dim, b.name))
-
-
-def encode_to_target(images, model=None, target_bytes: int | None = None, target_psnr: float | None = None,
-                     use_ladder: bool = True, **options) -> list[tuple[EncodeResult, Bundle]]:
-    """Rate control across a ladder of models: per image, the best file under ``target_bytes``
-    (highest PSNR) or the smallest file reaching ``target_psnr``; each model picks its bit depth."""
-    if (target_bytes is None) == (target_psnr is None):
-        raise CodecError("give exactly one of target_bytes and target_psnr")
-    first = Codec(model)
-    rungs = ladder(first.bundle) if use_ladder else [first.bundle]
-    pixels = None
-    per_rung = []
-    for b in rungs:
-        codec = first if b is first.bundle else Codec(b)
-        if pixels is None:
-            pixels, sizes = codec.prepare(images)
-            options.setdefault("original_sizes", sizes)
-        per_rung.append([(r, b) for r in codec.encode_detailed(
-            list(pixels), target_bytes=target_bytes, target_psnr=target_psnr, **options)])
-    chosen = []
-    for options_i in zip(*per_rung):
-        if target_bytes is not None:
-            fits = [o for o in options_i if o[0].num_bytes <= target_bytes]
-            pick = (max(fits, key=lambda o: o[0].quality["psnr"]) if fits
-                    else min(options_i, key=lambda o: o[0].num_bytes))
-        else:
-            reach = [o for o in options_i if o[0].quality["psnr"] >= target_psnr]
-            pick = (min(reach, key=lambda o: o[0].num_bytes) if reach
-                    else max(options_i, key=lambda o: o[0].quality["psnr"]))
-        chosen.append(pick)
-    return chosen

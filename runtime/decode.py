@@ -2,7 +2,7 @@
 
 Thin CLI: reads latent.bin files, finds the model by the id in the header (unless --model is
 given; a forced model must still match the id), decodes with onnxruntime on CPU and writes PNG.
-Imports numpy, onnxruntime, Pillow and constriction only — never TensorFlow.
+Imports numpy, onnxruntime and Pillow only — never TensorFlow.
 """
 
 from __future__ import annotations
@@ -57,11 +57,15 @@ def run(args) -> int:
         except CodecError as exc:
             raise CodecError(f"{f}: {exc}") from None
         if args.no_resize:
+            from runtime.bitstream import read_header, unpack_webp
             from runtime.images import to_model_size
 
-            image = to_model_size(image, bundle.image_size)
+            if bundle is not None:
+                image = to_model_size(image, bundle.image_size)
+            elif read_header(data).size:  # a WebP payload holds the model-size image itself
+                image = unpack_webp(data)[1]
         write_atomic(target, png_bytes(image))
-        print(f"{f} -> {target}: {image.shape[1]}x{image.shape[0]} ({bundle.name})")
+        print(f"{f} -> {target}: {image.shape[1]}x{image.shape[0]} ({bundle.name if bundle else 'WebP payload'})")
     return 0
 
 

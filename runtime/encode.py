@@ -1,11 +1,10 @@
-"""python -m runtime.encode IMAGE... [--model DIR|ID] [-o OUT.bin | --out-dir DIR] [--bits B]
-[--steps N] [--json] [--target-bytes N | --target-psnr DB [--no-ladder]] [--mode range|bzip2|raw] [--keep-size]
+"""python -m runtime.encode IMAGE... [--model DIR|NAME|ID] [-o OUT.bin | --out-dir DIR]
+[--level L | --target-bytes N | --target-psnr DB] [--steps N] [--no-fallback] [--keep-size] [--json] [--verbose]
 
-With a target, every bundle of the model's data set (a ladder of latent sizes) is tried and the
-best file per image is kept; the decoder finds the right bundle from the file's model id.
-
-Thin CLI over :class:`runtime.codec.Codec`: prints bytes, bpp, PSNR, SSIM and MS-SSIM per image
-(JSON lines with --json); errors are one line ``error: …`` and exit status 2.
+Thin CLI over :meth:`runtime.codec.Codec.compress`: prints bytes, bpp, rate level (or WebP), PSNR,
+SSIM and MS-SSIM per image (JSON lines with --json) and a ``warning: …`` line on stderr when a
+result is worse than asked (target missed, image unlike the training set); errors are one line
+``error: …`` and exit status 2.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from runtime.codec import DEFAULT_STEPS
 from runtime.errors import CodecError, run_cli
+from runtime.quiet import quiet_tensorflow
 
 
 def parse_args(argv=None):
@@ -27,21 +27,18 @@ def parse_args(argv=None):
     out = p.add_mutually_exclusive_group()
     out.add_argument("-o", "--out", help="output file (one image only)")
     out.add_argument("--out-dir", help="write DIR/<stem>.bin for every image")
-    p.add_argument("--bits", type=int, help="quantization bits per latent value, 2..9 (default: the model's)")
     rate = p.add_mutually_exclusive_group()
-    rate.add_argument("--target-bytes", type=int, help="largest file size; picks the bit depth per image")
-    rate.add_argument("--target-psnr", type=float, help="smallest PSNR in dB; picks the bit depth per image")
-    p.add_argument("--no-ladder", action="store_true",
-                   help="with a target: use only --model, not the other bundles of its data set")
+    rate.add_argument("--level", type=int, help="rate level 0 (smallest) .. levels-1 (default: the model's middle level)")
+    rate.add_argument("--target-bytes", type=int, help="largest file size; picks the rate level per image")
+    rate.add_argument("--target-psnr", type=float, help="smallest PSNR in dB; picks the rate level per image")
+    p.add_argument("--no-fallback", action="store_true",
+                   help="with a target: never store a WebP payload, even where WebP meets the target better")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
-                   help=f"refinement steps of latent inversion (default {DEFAULT_STEPS})")
-    p.add_argument("--ssim-weight", type=float, default=0.05, help="weight of the (1-SSIM) term in the loss")
-    p.add_argument("--prior-weight", type=float, default=None,
-                   help="weight of the rate term ½·mean(z²) that keeps latents cheap to code")
-    p.add_argument("--mode", choices=["range", "bzip2", "raw"], default="range", help="latent coding (default range)")
+                   help=f"refinement steps (gradient descent on the latent; default {DEFAULT_STEPS})")
     p.add_argument("--keep-size", action="store_true", help="store the original size; decode restores it")
     p.add_argument("--batch", type=int, default=64, help="images inverted together (default 64)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
+    p.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
     return p.parse_args(argv)
 
 
@@ -64,7 +61,7 @@ def output_paths(args) -> list[Path]:
 
 
 def run(args) -> int:
-    from runtime.codec import Codec, encode_to_target
+    from runtime.codec import Codec
     from runtime.metrics import bits_per_pixel
     from runtime.output import write_atomic
 
@@ -92,30 +89,27 @@ def run(args) -> int:
                 bar.update((steps_done - done[0]) * n)
                 done[0] = steps_done
 
-        options = dict(steps=args.steps, ssim_weight=args.ssim_weight, mode=args.mode,
-                       keep_size=args.keep_size, original_sizes=originals[chunk], progress=progress)
-        if args.prior_weight is not None:
-            options["prior_weight"] = args.prior_weight
-        if args.target_bytes is not None or args.target_psnr is not None:
-            pairs = encode_to_target(list(pixels[chunk]), codec.bundle, target_bytes=args.target_bytes,
-                                     target_psnr=args.target_psnr, use_ladder=not args.no_ladder, **options)
-        else:
-            pairs = [(r, codec.bundle) for r in codec.encode_detailed(list(pixels[chunk]), bits=args.bits, **options)]
-        for k, (res, bundle) in enumerate(pairs):
+        results = codec.compress(list(pixels[chunk]), level=args.level, target_bytes=args.target_bytes,
+                                 target_psnr=args.target_psnr, steps=args.steps, keep_size=args.keep_size,
+                                 original_sizes=originals[chunk], fallback=not args.no_fallback,
+                                 progress=progress)
+        for k, res in enumerate(results):
             i = start + k
-            data = res.data
-            write_atomic(outputs[i], data)
-            row = {"input": str(args.images[i]), "output": str(outputs[i]), "model": bundle.name,
-                   "bytes": len(data), "bpp": round(bits_per_pixel(len(data), size, size), 4),
-                   "bits": res.bits, "psnr": round(res.quality["psnr"], 3),
-                   "ssim": round(res.quality["ssim"], 4), "ms_ssim": round(res.quality["ms_ssim"], 4)}
-            if res.clipped:
-                print(f"warning: {args.images[i]}: {res.clipped} latent values clipped to ±6σ", file=sys.stderr)
+            write_atomic(outputs[i], res.data)
+            row = {"input": str(args.images[i]), "output": str(outputs[i]), "model": codec.bundle.name,
+                   "payload": res.kind, "level": res.level, "bytes": res.num_bytes,
+                   "bpp": round(bits_per_pixel(res.num_bytes, size, size), 4),
+                   "psnr": round(res.quality["psnr"], 3), "ssim": round(res.quality["ssim"], 4),
+                   "ms_ssim": round(res.quality["ms_ssim"], 4), "clipped": res.clipped,
+                   "warnings": res.warnings}
+            for w in res.warnings:
+                print(f"warning: {args.images[i]}: {w}", file=sys.stderr, flush=True)
             if args.json:
                 print(json.dumps(row), flush=True)
             else:
+                how = f"level {res.level}" if res.kind == "latent" else "WebP payload"
                 print(f"{row['input']} -> {row['output']}: {row['bytes']} bytes, {row['bpp']:.3f} bpp, "
-                      f"{row['bits']} bits, PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, "
+                      f"{how}, PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, "
                       f"MS-SSIM {row['ms_ssim']:.4f} ({row['model']})", flush=True)
     if bar is not None:
         bar.close()
@@ -123,7 +117,9 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    return run_cli(run, parse_args(argv))
+    args = parse_args(argv)
+    quiet_tensorflow(args.verbose)
+    return run_cli(run, args)
 
 
 if __name__ == "__main__":

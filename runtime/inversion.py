@@ -1,15 +1,21 @@
-"""Latent inversion with gradients from the TF mirror: the only module in runtime that imports
-TensorFlow. Decoding never imports it.
+"""Encode-time refinement with gradients from the TF mirror: the only module in runtime that
+imports TensorFlow. Decoding never imports it.
 
-:func:`descend` runs batched Adam on z (each image its own latent) to minimise
-``MSE + ssim_weight·(1 − SSIM)`` between G(z) and the target, with an optional final phase of
-quantization-aware refinement: G is evaluated at the quantized latent and the gradient passes
-straight through the rounding (straight-through estimator), so the latent that will be written to
-the file is the one being optimised.
+The encoder's latent y is a good start, not the best file: :func:`refine` runs batched Adam on
+the scaled latent u (one quantization step = 1; started at u = y·gain) to minimise the same
+rate–distortion loss the model was trained with, per image at its own rate level:
+
+    bits(round(u)) / pixels + λ_level · MSE₂₅₅(G(round(u) · inv_gain), x)
+
+The generator always sees the rounded latent (straight-through gradient), so what is optimised
+is exactly what will be written; the rate is the training density's −log2 probability of the
+rounded symbols (:func:`mixture_likelihood`, shared with training). The caller quantizes the
+result and measures it with onnxruntime, as the decoder will.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import weakref
 
@@ -18,83 +24,98 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from runtime.bitstream import quant_limit, quant_step  # noqa: E402
+MSE_SCALE = 127.5**2  # [-1, 1] squared error -> 0..255 squared error
 
 
-def _ste_quantize(z, step: float, limit: int):
-    q = tf.clip_by_value(tf.round(z / step), -limit, limit) * step
-    return z + tf.stop_gradient(q - z)
+def mixture_likelihood(q, gain, mix_logits, means, log_scales):
+    """P(the symbol interval around q) under a per-channel mixture of logistics in y-space.
+
+    q: scaled latents (N, H, W, C); gain: broadcastable to q. The interval [q − ½, q + ½] in scaled
+    units is [(q − ½)/g, (q + ½)/g] in y-space. Evaluated on the unsaturated side of the sigmoid
+    (Ballé's trick) and floored at 1e-9.
+    """
+    upper = ((q + 0.5) / gain)[..., None]
+    lower = ((q - 0.5) / gain)[..., None]
+    s = tf.exp(log_scales)
+    a, b = (upper - means) / s, (lower - means) / s
+    sign = -tf.sign(a + b)
+    sign = tf.where(sign == 0, tf.ones_like(sign), sign)
+    mass = tf.abs(tf.sigmoid(sign * a) - tf.sigmoid(sign * b))
+    w = tf.nn.softmax(mix_logits, axis=-1)
+    return tf.maximum(tf.reduce_sum(w * mass, axis=-1), 1e-9)
 
 
-def _per_image_loss(generator, z, target, ssim_weight: float, prior_weight: float):
-    out = generator(z, training=False)
-    loss = tf.reduce_mean(tf.square(out - target), axis=[1, 2, 3])
-    if ssim_weight > 0:
-        loss = loss + ssim_weight * (1.0 - tf.image.ssim(out, target, max_val=2.0, filter_size=11))
-    if prior_weight > 0:  # -log N(0, I) per dimension: the rate the entropy coder will pay
-        loss = loss + prior_weight * 0.5 * tf.reduce_mean(tf.square(z), axis=1)
-    return loss
+def mixture_bits(q, gain, mix_logits, means, log_scales):
+    """Bits per image (N,) of scaled latents q under :func:`mixture_likelihood`."""
+    p = mixture_likelihood(q, gain, mix_logits, means, log_scales)
+    return tf.reduce_sum(-tf.math.log(p), axis=[1, 2, 3]) / math.log(2.0)
+
+
+def ste_round(v):
+    """round(v) forward, identity backward (straight-through estimator)."""
+    return v + tf.stop_gradient(tf.round(v) - v)
 
 
 _COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _adam_loop(generator, ssim_weight: float, prior_weight: float, step: float, limit: int, quantized: bool):
-    """A compiled Adam loop on z for one generator and setting; traced once per input shape."""
-    cache = _COMPILED.setdefault(generator, {})
-    key = (float(ssim_weight), float(prior_weight), float(step), int(limit), bool(quantized))
-    if key in cache:
-        return cache[key]
+def _adam_loop(generator):
+    """A compiled Adam loop for one generator; traced once per input shape."""
+    if generator in _COMPILED:
+        return _COMPILED[generator]
     b1, b2, eps = 0.9, 0.999, 1e-8
 
     @tf.function(reduce_retracing=True)
-    def run(z, m, v, target, first, count, lr):
+    def run(u, m, v, target, gain, inv_gain, lam, density, first, count, lr):
+        pixels = tf.cast(tf.shape(target)[1] * tf.shape(target)[2], tf.float32)
         for i in tf.range(count):
             t = tf.cast(first + i + 1, tf.float32)
             with tf.GradientTape() as tape:
-                tape.watch(z)
-                zz = _ste_quantize(z, step, limit) if quantized else z
-                loss = tf.reduce_sum(_per_image_loss(generator, zz, target, ssim_weight, prior_weight))
-            g = tape.gradient(loss, z)
+                tape.watch(u)
+                q = ste_round(u)
+                out = generator(q * inv_gain, training=False)
+                mse = tf.reduce_mean(tf.square(out - target), axis=[1, 2, 3]) * MSE_SCALE
+                bits = mixture_bits(q, gain, *density)
+                loss = tf.reduce_sum(bits / pixels + lam * mse)
+            g = tape.gradient(loss, u)
             m = b1 * m + (1 - b1) * g
             v = b2 * v + (1 - b2) * g * g
-            z = z - lr * tf.sqrt(1 - b2**t) / (1 - b1**t) * m / (tf.sqrt(v) + eps)
-        return z, m, v
+            u = u - lr * tf.sqrt(1 - b2**t) / (1 - b1**t) * m / (tf.sqrt(v) + eps)
+        return u, m, v
 
-    cache[key] = run
+    _COMPILED[generator] = run
     return run
 
 
-def descend(generator, targets: np.ndarray, z0: np.ndarray, steps: int = 150, lr: float = 0.05,
-            ssim_weight: float = 0.0, bits: int | None = None, ste_fraction: float = 0.3,
-            prior_weight: float = 0.0, progress=None) -> np.ndarray:
-    """Batched gradient descent (Adam) on latents, each image its own.
+def refine(generator, targets: np.ndarray, start: np.ndarray, gains: np.ndarray, inv_gains: np.ndarray,
+           lambdas: np.ndarray, density: dict, steps: int, lr: float = 0.1, progress=None) -> np.ndarray:
+    """Batched Adam on scaled latents, each image at its own level.
 
-    generator: a Keras model z -> image in [-1, 1]. targets: float32 (N, H, W, 3) in [-1, 1].
-    z0: (N, latent) start. Loss per image: MSE + ssim_weight·(1 − SSIM) + prior_weight·½·mean(z²)
-    (the last term keeps latents where the entropy coder's N(0, 1) prior makes them cheap).
-    With ``bits``, the last ``ste_fraction`` of the steps optimise the quantized latent through a
-    straight-through estimator. Returns float32 (N, latent). ``progress``: callable(done_steps).
+    generator: Keras model (dequantized latent -> image in [-1, 1]). targets: float32 (N, S, S, 3)
+    in [-1, 1]. start: (N, H, W, C) scaled latents (y·gain). gains, inv_gains: (N, C) per image;
+    lambdas: (N,). density: ``mix_logits``, ``means``, ``log_scales`` (C, K) of the bundle's
+    rate.npz. Returns float32 (N, H, W, C) scaled latents (round them to get the symbols).
+    ``progress``: callable(done_steps).
     """
-    z = tf.constant(np.asarray(z0, dtype=np.float32))
+    u = tf.constant(np.asarray(start, np.float32))
     if steps <= 0:
-        return z.numpy()
-    target = tf.constant(targets, dtype=tf.float32)
-    m, v = tf.zeros_like(z), tf.zeros_like(z)
-    step_size = quant_step(bits) if bits else 1.0
-    limit = quant_limit(bits) if bits else 0
-    ste_from = steps - int(round(steps * ste_fraction)) if bits else steps
+        return u.numpy()
+    target = tf.constant(np.asarray(targets, np.float32))
+    gain = tf.constant(np.asarray(gains, np.float32)[:, None, None, :])
+    inv_gain = tf.constant(np.asarray(inv_gains, np.float32)[:, None, None, :])
+    lam = tf.constant(np.asarray(lambdas, np.float32))
+    dens = tuple(tf.constant(np.asarray(density[k], np.float32)) for k in ("mix_logits", "means", "log_scales"))
+    m, v = tf.zeros_like(u), tf.zeros_like(u)
+    run = _adam_loop(generator)
     lr_t = tf.constant(lr, tf.float32)
     done, chunk = 0, 25
     while done < steps:
-        quantized = done >= ste_from
-        end = min(steps, done + chunk, steps if quantized else ste_from)
-        run = _adam_loop(generator, ssim_weight, prior_weight, step_size, limit, quantized)
-        z, m, v = run(z, m, v, target, tf.constant(done), tf.constant(end - done), lr_t)
+        end = min(steps, done + chunk)
+        u, m, v = run(u, m, v, target, gain, inv_gain, lam, dens, tf.constant(done), tf.constant(end - done), lr_t)
         done = end
         if progress is not None:
             progress(done)
-    return z.numpy()
+    return u.numpy()
 
 
 def load_mirror(path: str | os.PathLike):

@@ -1,103 +1,345 @@
+"""runtime.bitstream, format version 2: header, CRC, latent and WebP payloads, test vectors."""
+
 import hashlib
+import io
+import json
+import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
 
 from runtime import bitstream
+from runtime.entropy import EntropyModel, FrequencyTable
 from runtime.errors import CodecError
+from tests.vectors import make as vectors
 
+VECTORS = Path(__file__).parent / "vectors"
 MODEL_ID = hashlib.sha256(b"model-a").digest()
 OTHER_ID = hashlib.sha256(b"model-b").digest()
 
 
-@pytest.mark.parametrize("mode", ["range", "bzip2", "raw"])
-@pytest.mark.parametrize("bits", list(range(bitstream.MIN_BITS, bitstream.MAX_BITS + 1)))
-def test_latent_round_trip_is_exact(mode, bits):
-    rng = np.random.default_rng(bits)
-    symbols, _ = bitstream.quantize(rng.standard_normal(64) * 1.5, bits)
-    data = bitstream.pack(symbols, bits, MODEL_ID, mode)
-    header, decoded = bitstream.unpack(data, MODEL_ID, 64)
-    np.testing.assert_array_equal(decoded, symbols)
-    assert (header.bits, header.mode, header.size) == (bits, mode, None)
+def model(levels=4, channels=6, grid=(2, 2), seed=0):
+    rng = np.random.default_rng(seed)
+    tables = [[FrequencyTable(0, [65536]) if c == 1 else
+               FrequencyTable.from_counts(-4 - lv, rng.integers(1, 300, 9 + 2 * lv)) for c in range(channels)]
+              for lv in range(levels)]
+    return EntropyModel(np.full((levels, channels), 0.5, np.float32), tables, grid)
 
 
-def test_size_field_round_trip():
-    symbols = np.zeros(16, np.int32)
-    data = bitstream.pack(symbols, 4, MODEL_ID, size=(640, 480))
-    header, _ = bitstream.unpack(data, MODEL_ID, 16)
-    assert header.size == (640, 480)
-    assert len(data) == len(bitstream.pack(symbols, 4, MODEL_ID)) + 4
+MODEL = model()
 
 
-def test_fixed_overhead_is_five_bytes():
-    symbols = np.zeros(32, np.int32)
-    data = bitstream.pack(symbols, 4, MODEL_ID, "raw")
-    payload = bitstream.encode_symbols(symbols, 4, "raw")
-    assert len(data) - len(payload) == 5
+def symbols_for(level, seed=1, m=MODEL):
+    raw = np.rint(np.random.default_rng(seed).standard_normal(m.shape) * 2).astype(np.int32)
+    return m.clip(level, raw)[0]
 
 
-def test_range_coder_beats_raw_and_bzip2():
-    rng = np.random.default_rng(0)
-    sizes = {m: 0 for m in bitstream.MODES}
-    for _ in range(20):
-        symbols, _ = bitstream.quantize(rng.standard_normal(128), 4)
-        for m in sizes:
-            sizes[m] += len(bitstream.pack(symbols, 4, MODEL_ID, m))
-    assert sizes["range"] < sizes["raw"] < sizes["bzip2"]
+def webp_bytes(w=8, h=6, lossless=True):
+    img = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "WEBP", lossless=lossless, quality=80)
+    return buf.getvalue(), img
 
 
-def test_quantization_step_and_clipping():
-    assert bitstream.quant_step(3) == 1.0
-    assert bitstream.quant_step(4) == 0.5
-    q, clipped = bitstream.quantize(np.array([0.26, -0.74, 100.0]), 4)
-    assert q.tolist() == [1, -1, bitstream.quant_limit(4)]
-    assert clipped == 1
-    np.testing.assert_allclose(bitstream.dequantize(q[:2], 4), [0.5, -0.5])
+# --- known answers -----------------------------------------------------------------------------
+
+def test_crc8_check_value():
+    assert bitstream.crc8(b"123456789") == 0xF4  # CRC-8/SMBUS check value
+    assert bitstream.crc8(b"") == 0 and bitstream.crc8(b"\x01") == 0x07
 
 
-@pytest.mark.parametrize("bits", [1, 10, 3.5])
-def test_bad_bits(bits):
+def test_header_bits_by_hand():
+    mid = bytes([0xAB, 0xCD]) + bytes(30)  # 12-bit id 0xABC
+    assert bitstream.model_id_prefix(mid) == 0xABC
+    # byte 0 = 0b10 | kind 0 | size 0 | 0xA = 0x8A; byte 1 = 0xBC
+    assert bitstream.Header("latent", 0xABC, None).to_bytes() == b"\x8a\xbc"
+    assert bitstream.Header("webp", 0xABC, None).to_bytes() == b"\xaa\xbc"  # kind bit 5
+    assert bitstream.Header("latent", 0xABC, (640, 480)).to_bytes() == b"\x9a\xbc\x02\x7f\x01\xdf"
+    m = EntropyModel(np.ones((1, 1), np.float32), [[FrequencyTable(3, [65536])]])
+    data = bitstream.pack_latent(np.full((1, 1, 1), 3), 0, m, mid)  # nothing to code: empty payload
+    assert data == b"\x8a\xbc" + bytes([bitstream.crc8(b"\x8a\xbc", bitstream.crc8(mid))])
+    assert bitstream.unpack_latent(data, mid, m)[1:] == (0, np.full((1, 1, 1), 3))
+
+
+# --- round trips -------------------------------------------------------------------------------
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 3), st.integers(0, 2**32 - 1),
+       st.one_of(st.none(), st.tuples(st.integers(1, 8192), st.integers(1, 2000))))
+def test_latent_round_trip(level, seed, size):
+    s = symbols_for(level, seed)
+    data = bitstream.pack_latent(s, level, MODEL, MODEL_ID, size=size)
+    header, got_level, got = bitstream.unpack_latent(data, MODEL_ID, MODEL)
+    assert (header.kind, header.size, got_level) == ("latent", size, level)
+    np.testing.assert_array_equal(got, s)
+    payload = len(data) - header.length - 1
+    assert header.length == (6 if size else 2)
+    assert payload <= math.ceil(MODEL.bits(level, s) / 8) + 1  # within a byte of the ideal
+
+
+def test_fixed_overhead_is_three_bytes():
+    s = symbols_for(2)
+    assert len(bitstream.pack_latent(s, 2, MODEL, MODEL_ID)) == len(MODEL.encode(2, s)) + 3
+    assert len(bitstream.pack_latent(s, 2, MODEL, MODEL_ID, size=(33, 33))) == len(MODEL.encode(2, s)) + 7
+
+
+def test_extremes_of_every_channel_round_trip():
+    for level in range(MODEL.levels):
+        for pick in (0, 1):
+            s = np.stack([np.full(MODEL.grid, t.hi if pick else t.lo) for t in MODEL.tables[level]], -1)
+            _, got_level, got = bitstream.unpack_latent(bitstream.pack_latent(s, level, MODEL, MODEL_ID), MODEL_ID, MODEL)
+            assert got_level == level
+            np.testing.assert_array_equal(got, s)
+
+
+def test_out_of_support_symbols_raise():
+    s = symbols_for(0)
+    s[0, 0, 0] = 99
+    with pytest.raises(CodecError, match="support"):
+        bitstream.pack_latent(s, 0, MODEL, MODEL_ID)
+    s = symbols_for(0)
+    s[0, 0, 1] = 1  # channel 1 is degenerate at 0
+    with pytest.raises(CodecError, match="support"):
+        bitstream.pack_latent(s, 0, MODEL, MODEL_ID)
     with pytest.raises(CodecError):
-        bitstream.quantize(np.zeros(4), bits)
+        bitstream.pack_latent(symbols_for(0), 4, MODEL, MODEL_ID)
 
+
+def test_webp_round_trip_without_bundle():
+    webp, img = webp_bytes()
+    data = bitstream.pack_webp(webp, MODEL_ID, size=(100, 80))
+    assert len(data) == len(webp) - 12 + 7
+    header, rgb = bitstream.unpack_webp(data)
+    assert (header.kind, header.size, header.model_id_prefix) == ("webp", (100, 80), bitstream.model_id_prefix(MODEL_ID))
+    np.testing.assert_array_equal(rgb, img)
+    assert data[-1] == bitstream.crc8(data[:-1])  # not seeded with the model id
+    with pytest.raises(CodecError, match="WebP"):
+        bitstream.unpack_latent(data, MODEL_ID, MODEL)
+    with pytest.raises(CodecError, match="latent"):
+        bitstream.unpack_webp(bitstream.pack_latent(symbols_for(0), 0, MODEL, MODEL_ID))
+
+
+def test_webp_caps_checked_before_decoding():
+    webp, _ = webp_bytes(w=bitstream.MAX_WEBP_SIDE + 1, h=1)
+    with pytest.raises(CodecError, match="cap"):
+        bitstream.unpack_webp(bitstream.pack_webp(webp, MODEL_ID))
+    with pytest.raises(CodecError, match="WebP"):
+        bitstream.pack_webp(b"RIFF\x04\x00\x00\x00WEBP", MODEL_ID)
+    png = io.BytesIO()
+    Image.new("RGB", (2, 2)).save(png, "PNG")
+    with pytest.raises(CodecError, match="WebP"):
+        bitstream.pack_webp(png.getvalue(), MODEL_ID)
+
+
+def test_corrupted_webp_raises_only_codec_error():
+    data = bytearray(bitstream.pack_webp(webp_bytes(lossless=False)[0], MODEL_ID))
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        d = bytearray(data)
+        d[int(rng.integers(2, len(d) - 1))] = int(rng.integers(0, 256))
+        d[-1] = bitstream.crc8(bytes(d[:-1]))
+        try:
+            _, rgb = bitstream.unpack_webp(bytes(d))
+            assert rgb.dtype == np.uint8 and rgb.ndim == 3
+        except CodecError:
+            pass
+
+
+# --- refusing files ----------------------------------------------------------------------------
 
 def _valid():
-    symbols, _ = bitstream.quantize(np.random.default_rng(1).standard_normal(64), 5)
-    return bitstream.pack(symbols, 5, MODEL_ID)
+    return bitstream.pack_latent(symbols_for(3, 5), 3, MODEL, MODEL_ID)
 
 
-def test_wrong_magic_version_and_model():
-    data = bytearray(_valid())
-    with pytest.raises(CodecError, match="magic"):
-        bitstream.unpack(b"\x00" + bytes(data[1:]), MODEL_ID, 64)
-    bad_version = bytearray(data)
-    bad_version[1] = (bad_version[1] & 0x3F) | (2 << 6)
-    with pytest.raises(CodecError, match="version"):
-        bitstream.unpack(bytes(bad_version), MODEL_ID, 64)
-    with pytest.raises(CodecError, match="model"):
-        bitstream.unpack(bytes(data), OTHER_ID, 64)
+def test_version_1_file_gets_older_version_error():
+    v1 = bytes([0xC7, 0x46]) + MODEL_ID[:2] + bytes(20)
+    with pytest.raises(CodecError, match="older version of gancodec"):
+        bitstream.read_header(v1)
+    for byte0 in (0x00, 0x40, 0xC0, 0xFF):
+        with pytest.raises(CodecError, match="not a gancodec"):
+            bitstream.read_header(bytes([byte0]) + _valid()[1:])
+
+
+def test_wrong_model_and_same_prefix_other_model():
+    data = _valid()
+    with pytest.raises(CodecError, match="written by model"):
+        bitstream.unpack_latent(data, OTHER_ID, MODEL)
+    impostor = MODEL_ID[:1] + bytes([MODEL_ID[1] & 0xF0 | (~MODEL_ID[1] & 0x0F)]) + bytes(30)
+    assert bitstream.model_id_prefix(impostor) == bitstream.model_id_prefix(MODEL_ID)
+    with pytest.raises(CodecError, match="integrity"):
+        bitstream.unpack_latent(data, impostor, MODEL)
+
+
+def test_size_caps():
+    with pytest.raises(CodecError, match="beyond"):
+        bitstream.pack_latent(symbols_for(0), 0, MODEL, MODEL_ID, size=(8193, 10))
+    data = bytearray(bitstream.pack_latent(symbols_for(0), 0, MODEL, MODEL_ID, size=(10, 10)))
+    data[2:6] = b"\xff\xff\xff\xff"
+    with pytest.raises(CodecError, match="beyond"):
+        bitstream.read_header(bytes(data))
 
 
 def test_truncated_and_corrupted_files_raise_codec_error():
     data = _valid()
     for n in range(len(data)):
         with pytest.raises(CodecError):
-            bitstream.unpack(data[:n], MODEL_ID, 64)
-    failures = 0
-    for i in range(4, len(data)):
+            bitstream.unpack_latent(data[:n], MODEL_ID, MODEL)
+    for i in range(len(data)):
         for bit in range(8):
             flipped = bytearray(data)
             flipped[i] ^= 1 << bit
-            try:
-                bitstream.unpack(bytes(flipped), MODEL_ID, 64)
-            except CodecError:
-                continue
-            failures += 1
-    assert failures == 0  # a CRC-8 detects every single-bit error
+            with pytest.raises(CodecError):  # a CRC-8 catches every single-bit error
+                bitstream.unpack_latent(bytes(flipped), MODEL_ID, MODEL)
+    with pytest.raises(CodecError, match="too large"):
+        bitstream.read_header(bytes(bitstream.MAX_FILE_BYTES + 1))
+    with pytest.raises(CodecError):
+        bitstream.read_header("not bytes")
 
 
-def test_same_prefix_other_model_fails_integrity():
+def test_payload_edits_with_valid_crc_raise_only_codec_error():
     data = _valid()
-    impostor = MODEL_ID[:2] + bytes(30)
-    with pytest.raises(CodecError, match="integrity"):
-        bitstream.unpack(data, impostor, 64)
+    rng = np.random.default_rng(0)
+    seed = bitstream.crc8(MODEL_ID)
+    for _ in range(3000):
+        d = bytearray(data)
+        op = int(rng.integers(0, 3))
+        if op == 0:
+            d[int(rng.integers(2, len(d) - 1))] = int(rng.integers(0, 256))
+        elif op == 1:
+            d = d[: int(rng.integers(3, len(d)))] + d[-1:]
+        else:
+            d = d[:-1] + rng.integers(0, 256, int(rng.integers(1, 6)), dtype=np.uint8).tobytes() + d[-1:]
+        d[-1] = bitstream.crc8(bytes(d[:-1]), seed)
+        try:
+            _, level, s = bitstream.unpack_latent(bytes(d), MODEL_ID, MODEL)
+            assert 0 <= level < MODEL.levels and s.shape == MODEL.shape
+        except CodecError:
+            pass
+
+
+# --- committed test vectors --------------------------------------------------------------------
+
+def _description():
+    return json.loads((VECTORS / "vectors.json").read_text())
+
+
+def test_vectors_decode_to_expected_values():
+    desc = _description()
+    model_id = bytes.fromhex(desc["model_id"])
+    m = EntropyModel.from_bytes((VECTORS / desc["entropy_bin"]).read_bytes())
+    assert m.levels == desc["model"]["levels"] and list(m.grid) == desc["model"]["grid"]
+    np.testing.assert_array_equal(m.inv_gains, np.array(desc["model"]["inv_gains"], np.float32))
+    for row, expected in zip(m.tables, desc["model"]["tables"]):
+        for t, e in zip(row, expected):
+            assert t.lo == e["lo"] and (t.degenerate if e["freqs"] is None else list(t.freqs) == e["freqs"])
+    kinds = set()
+    for f in desc["files"]:
+        data = (VECTORS / f["file"]).read_bytes()
+        kinds.add(f["kind"])
+        if f["kind"] == "latent":
+            header, level, symbols = bitstream.unpack_latent(data, model_id, m)
+            assert header.model_id_prefix == desc["model_id_prefix"]
+            assert level == f["level"] and header.size == (tuple(f["size"]) if f["size"] else None)
+            np.testing.assert_array_equal(symbols, np.array(f["symbols"]))
+            np.testing.assert_array_equal(m.dequantize(level, symbols), np.array(f["latent"], np.float32))
+        elif f["kind"] == "webp":
+            header, rgb = bitstream.unpack_webp(data)
+            np.testing.assert_array_equal(rgb, np.array(f["rgb"], np.uint8))
+        else:
+            with pytest.raises(CodecError, match=f["error"]):
+                header = bitstream.read_header(data)
+                bitstream.unpack_latent(data, model_id, m)
+    assert kinds == {"latent", "webp", "invalid"}
+
+
+def test_vectors_are_what_the_generator_writes():
+    """The committed bytes are reproducible (WebP bytes depend on libwebp: only decoded above)."""
+    files, description = vectors.build()
+    for name, data in files.items():
+        if name != "webp_4x5.bin":
+            assert (VECTORS / name).read_bytes() == data, name
+    assert vectors.render(description) == (VECTORS / "vectors.json").read_text()
+
+
+# --- a decoder written from docs/bitstream.md alone (no runtime import), run on the vectors ------
+
+def _spec_crc8(data, crc=0):
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+def _spec_entropy_bin(data):
+    import struct
+
+    assert data[:4] == b"GCEM" and data[4] == 1
+    p, levels, channels, h, w = data[5], *struct.unpack_from("<HHHH", data, 6)
+    pos = 14 + 4 * levels * channels
+    gains = np.frombuffer(data, "<f4", levels * channels, 14).reshape(levels, channels)
+    tables = []
+    for _ in range(levels):
+        row = []
+        for _ in range(channels):
+            lo, n = struct.unpack_from("<hH", data, pos)
+            pos += 4
+            freqs = list(struct.unpack_from(f"<{n}H", data, pos)) if n > 1 else None
+            pos += 2 * n if n > 1 else 0
+            row.append((lo, freqs, p))
+        tables.append(row)
+    assert pos == len(data)
+    return gains, tables, (h, w)
+
+
+def _spec_decode_latent(data, model_id, entropy_bin):
+    gains, tables, (h, w) = _spec_entropy_bin(entropy_bin)
+    assert data[0] >> 6 == 0b10 and not data[0] & 0x20
+    assert ((data[0] & 0x0F) << 8 | data[1]) == (model_id[0] << 4 | model_id[1] >> 4)
+    assert _spec_crc8(data[:-1], _spec_crc8(model_id)) == data[-1]
+    payload = data[6 if data[0] & 0x10 else 2 : -1]
+    state = {"code": int.from_bytes(payload[:4].ljust(4, b"\0"), "big"), "range": 0xFFFFFFFF, "pos": 4, "shifts": 0}
+
+    def decode(lo, freqs, p):
+        if freqs is None:
+            return lo
+        cum = [sum(freqs[:i]) for i in range(len(freqs) + 1)]
+        r = state["range"] >> p
+        v = state["code"] // r
+        assert v < 1 << p
+        i = max(k for k in range(len(freqs)) if cum[k] <= v)
+        state["code"] -= r * cum[i]
+        state["range"] = r * freqs[i]
+        while state["range"] < 1 << 24:
+            byte = payload[state["pos"]] if state["pos"] < len(payload) else 0
+            state["code"] = ((state["code"] << 8) | byte) & 0xFFFFFFFF
+            state["pos"] += 1
+            state["shifts"] += 1
+            state["range"] <<= 8
+        return lo + i
+
+    levels = len(tables)
+    n = 1 << 16
+    level = decode(0, [n // levels + (1 if i < n % levels else 0) for i in range(levels)] if levels > 1 else None, 16)
+    symbols = np.zeros((h, w, len(tables[level])), np.int64)
+    for c, table in enumerate(tables[level]):
+        for k in range(h * w):
+            symbols[k // w, k % w, c] = decode(*table)
+    assert len(payload) <= state["shifts"] + 1 and (not payload or payload[-1] != 0)
+    return level, symbols, symbols.astype(np.float32) * gains[level]
+
+
+def test_spec_decoder_agrees_on_the_vectors():
+    desc = _description()
+    model_id = bytes.fromhex(desc["model_id"])
+    entropy_bin = (VECTORS / "entropy.bin").read_bytes()
+    for f in desc["files"]:
+        if f["kind"] == "latent":
+            level, symbols, latent = _spec_decode_latent((VECTORS / f["file"]).read_bytes(), model_id, entropy_bin)
+            assert level == f["level"]
+            np.testing.assert_array_equal(symbols, np.array(f["symbols"]))
+            np.testing.assert_array_equal(latent, np.array(f["latent"], np.float32))

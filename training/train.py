@@ -50,7 +50,7 @@ class TrainConfig:
 
     data: str
     out: str
-    mode: str = "recon"
+    mode: str = "rd"
     image_size: int = 32
     latent_dim: int = 128
     g_widths: list = field(default_factory=lambda: [192, 96, 48, 24])
@@ -70,15 +70,24 @@ class TrainConfig:
     w_adv: float = 0.003
     noise_bits: list = field(default_factory=lambda: [3, 4, 5, 6])
     flip: bool = True
+    # rd mode (training/rd.py): spatial latent (S/8, S/8, channels), `levels` rate levels
+    channels: int = 64
+    levels: int = 8
+    lam_min: float = 0.0015
+    lam_max: float = 0.2
+    w_adv_rd: float = 8.0
+    rd_e_widths: list = field(default_factory=lambda: [48, 96])
+    rd_g_widths: list = field(default_factory=lambda: [128, 96, 64, 32])
+    rd_d_widths: list = field(default_factory=lambda: [32, 64, 128])
 
     def resolved(self) -> "TrainConfig":
         c = dataclasses.replace(self)
-        if c.mode not in ("gan", "recon"):
-            raise CodecError(f"mode must be 'gan' or 'recon', got {c.mode!r}")
+        if c.mode not in ("gan", "recon", "rd"):
+            raise CodecError(f"mode must be 'rd', 'gan' or 'recon', got {c.mode!r}")
         if c.norm == "auto":
             c.norm = "batch" if c.mode == "gan" else "none"
         if not c.lr:
-            c.lr = 2e-4 if c.mode == "gan" else 5e-4
+            c.lr = {"gan": 2e-4, "recon": 5e-4, "rd": 3e-4}[c.mode]
         for name in ("steps", "batch", "latent_dim", "ckpt_every", "eval_every"):
             if getattr(c, name) <= 0:
                 raise CodecError(f"--{name.replace('_', '-')} must be positive")
@@ -222,6 +231,10 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
     from training.data import load_dataset
 
     cfg = cfg.resolved()
+    if cfg.mode == "rd":
+        from training.rd import train_rd
+
+        return train_rd(cfg, resume=resume, quiet=quiet)
     run = Path(cfg.out)
     if (run / CONFIG_NAME).exists() and not resume:
         raise CodecError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
@@ -384,7 +397,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help=".npz (keys train/val) or a folder of images")
     p.add_argument("--out", required=True, help="run directory, e.g. runs/airplane")
-    p.add_argument("--mode", choices=["gan", "recon"], default="recon")
+    p.add_argument("--mode", choices=["rd", "gan", "recon"], default="rd",
+                   help="rd: variable-rate rate-distortion GAN codec; gan: the reference design; recon: global-latent codec")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--latent-dim", type=int, default=128)
     p.add_argument("--steps", type=int, default=10000)
@@ -399,10 +413,18 @@ def main(argv=None) -> int:
     p.add_argument("--eval-images", type=int, default=64)
     p.add_argument("--eval-steps", type=int, default=150)
     p.add_argument("--w-adv", type=float, default=None, help="adversarial weight (recon mode)")
+    p.add_argument("--channels", type=int, default=64, help="rd: latent channels")
+    p.add_argument("--levels", type=int, default=8, help="rd: trained rate levels")
+    p.add_argument("--lam-min", type=float, default=0.0015, help="rd: lowest rate-distortion weight")
+    p.add_argument("--lam-max", type=float, default=0.2, help="rd: highest rate-distortion weight")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="CPU threads for TensorFlow (0: all)")
+    p.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
     a = p.parse_args(argv)
+    from runtime.quiet import quiet_tensorflow
+
+    quiet_tensorflow(a.verbose)
     if a.threads:
         tf = _tf()
         tf.config.threading.set_intra_op_parallelism_threads(a.threads)
@@ -410,7 +432,8 @@ def main(argv=None) -> int:
     cfg = TrainConfig(data=a.data, out=a.out, mode=a.mode, image_size=a.image_size,
                       latent_dim=a.latent_dim, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed,
                       norm=a.norm, ckpt_every=a.ckpt_every, eval_every=a.eval_every,
-                      eval_images=a.eval_images, eval_steps=a.eval_steps)
+                      eval_images=a.eval_images, eval_steps=a.eval_steps, channels=a.channels,
+                      levels=a.levels, lam_min=a.lam_min, lam_max=a.lam_max)
     for name in ("g_widths", "d_widths", "e_widths"):
         if getattr(a, name):
             setattr(cfg, name, getattr(a, name))

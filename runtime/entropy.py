@@ -1,0 +1,552 @@
+"""THE entropy coder of gancodec: a byte-oriented range coder with integer frequency tables.
+
+docs/bitstream.md is this module's twin: it specifies every step below in exact integer
+arithmetic so that another implementation (the browser decoder in demo/web/) decodes the same
+symbols. Keep the two in step.
+
+Coder (a Subbotin-style range coder with carry propagation):
+
+* state: ``low`` (32 bits plus a carry), ``range`` (32 bits), start ``low = 0``,
+  ``range = 0xFFFFFFFF``;
+* a symbol with cumulative frequency ``cum`` and frequency ``freq`` out of ``2**precision``:
+  ``r = range >> precision; low += r * cum; range = r * freq``; a ``low`` that reaches
+  ``2**32`` adds 1 to the bytes already written (carry); then, while ``range < 2**24``, the top
+  byte of ``low`` is written and ``low`` and ``range`` are shifted left by 8 bits;
+* flush: at most ONE byte (``range >= 2**24`` after normalisation, so the final interval holds a
+  multiple of ``2**24``), none when ``0`` or ``2**32`` lies in the interval; trailing zero bytes
+  are then trimmed, because the decoder reads zeros past the end of its input.
+
+Frequency tables sum to ``2**precision`` (PRECISION = 16 by default) and every symbol that can
+be coded has a frequency >= 1. A table with a single symbol is *degenerate*: it codes nothing.
+
+Per-bundle model (:class:`EntropyModel`, stored as ``entropy.bin``): for each rate level and
+latent channel, an inverse gain (the dequantization step) and a frequency table.
+
+numpy and the standard library only: this is on the decode path.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from runtime.errors import CodecError
+
+PRECISION = 16  # default frequency-table precision: totals are 2**16
+MAX_PRECISION = 16  # frequencies must fit uint16 in entropy.bin and r = range >> p must stay >= 2**8
+TOP = 1 << 24  # normalisation threshold: range is kept >= 2**24 between symbols
+MASK32 = (1 << 32) - 1
+CARRY = 1 << 32
+
+# entropy.bin limits (a file is never trusted: every field is checked against these first)
+ENTROPY_MAGIC = b"GCEM"
+ENTROPY_VERSION = 1
+MAX_LEVELS = 256
+MAX_CHANNELS = 4096
+MAX_GRID_SIDE = 1024
+MAX_SYMBOLS = 1 << 20  # H * W * C
+MAX_ENTROPY_BYTES = 64 << 20
+_ENTROPY_HEADER = struct.Struct("<4sBBHHHH")  # magic, version, precision, L, C, H, W
+
+
+# --- frequency tables ----------------------------------------------------------------------------
+
+class FrequencyTable:
+    """Integer frequencies of the symbols ``lo .. lo + n - 1``, summing to ``2**precision``.
+
+    A table with one symbol (``n == 1``, whatever its one frequency says) is degenerate: that
+    symbol is certain and coding it costs nothing (no coder call at all); degenerate tables are
+    equal whatever their precision. Otherwise every frequency is >= 1.
+    """
+
+    __slots__ = ("lo", "freqs", "precision", "cum", "_costs")
+
+    def __init__(self, lo: int, freqs: Sequence[int], precision: int = PRECISION):
+        freqs = tuple(int(f) for f in freqs)
+        if not isinstance(precision, (int, np.integer)) or not 1 <= precision <= MAX_PRECISION:
+            raise CodecError(f"frequency precision must be 1..{MAX_PRECISION} bits, got {precision!r}")
+        if not freqs:
+            raise CodecError("a frequency table needs at least one symbol")
+        total = 1 << int(precision)
+        if len(freqs) > 1 and (min(freqs) < 1 or sum(freqs) != total):
+            raise CodecError(f"frequencies must be >= 1 and sum to 2**{precision} "
+                             f"(got min {min(freqs)}, sum {sum(freqs)})")
+        self.lo = int(lo)
+        self.precision = int(precision)
+        self.freqs = freqs if len(freqs) > 1 else (total,)
+        cum = [0]
+        for f in self.freqs:
+            cum.append(cum[-1] + f)
+        self.cum = cum  # cum[i] = sum of freqs[:i]; cum[n] = 2**precision
+        self._costs = None
+
+    @property
+    def n(self) -> int:
+        """Number of symbols."""
+        return len(self.freqs)
+
+    @property
+    def hi(self) -> int:
+        """Largest symbol (inclusive)."""
+        return self.lo + len(self.freqs) - 1
+
+    @property
+    def degenerate(self) -> bool:
+        """True when the table has one symbol, which then costs 0 bits and is never coded."""
+        return len(self.freqs) == 1
+
+    def costs(self) -> np.ndarray:
+        """Ideal code length in bits of each symbol, ``precision - log2(freq)`` (0 if degenerate)."""
+        if self._costs is None:
+            f = np.asarray(self.freqs, dtype=np.float64)
+            self._costs = np.zeros(1) if self.degenerate else self.precision - np.log2(f)
+        return self._costs
+
+    def _key(self) -> tuple:
+        return (self.lo,) if self.degenerate else (self.lo, self.freqs, self.precision)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, FrequencyTable) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"FrequencyTable(lo={self.lo}, n={self.n}, precision={self.precision})"
+
+    @classmethod
+    def uniform(cls, n: int, lo: int = 0, precision: int = PRECISION) -> FrequencyTable:
+        """Near-uniform table over ``n`` symbols: each gets ``2**p // n``, and the first
+        ``2**p % n`` symbols one more (integer-only, so both sides build the same table)."""
+        n = int(n)
+        total = 1 << precision
+        if not 1 <= n <= total:
+            raise CodecError(f"a uniform table needs 1..{total} symbols, got {n}")
+        base, extra = divmod(total, n)
+        return cls(lo, [base + 1 if i < extra else base for i in range(n)], precision)
+
+    @classmethod
+    def from_counts(cls, lo: int, counts: Sequence[int], precision: int = PRECISION) -> FrequencyTable:
+        """Frequencies from nonnegative integer counts (a histogram), integer arithmetic only.
+
+        With ``n`` symbols, ``T = 2**precision`` and ``S = sum(counts)`` (see docs/bitstream.md):
+
+        1. ``n == 1``: the degenerate table. ``S == 0``: :meth:`uniform`.
+        2. ``freq[i] = 1 + counts[i] * (T - n) // S`` (every symbol keeps frequency >= 1);
+        3. the ``R = T - sum(freq)`` (< n) missing units go, one each, to the symbols with the
+           largest remainders ``counts[i] * (T - n) % S``, ties to the smaller index.
+        """
+        counts = [int(c) for c in counts]
+        n = len(counts)
+        total = 1 << int(precision)
+        if n == 0 or n > total:
+            raise CodecError(f"a table needs 1..{total} symbols at precision {precision}, got {n}")
+        if min(counts) < 0:
+            raise CodecError("counts must be nonnegative")
+        if n == 1:
+            return cls(lo, [total], precision)
+        s = sum(counts)
+        if s == 0:
+            return cls.uniform(n, lo, precision)
+        spare = total - n
+        freqs = [1 + c * spare // s for c in counts]
+        missing = total - sum(freqs)
+        order = sorted(range(n), key=lambda i: (-(counts[i] * spare % s), i))
+        for i in order[:missing]:
+            freqs[i] += 1
+        return cls(lo, freqs, precision)
+
+
+# --- the range coder -----------------------------------------------------------------------------
+
+class RangeEncoder:
+    """Encode symbols one table at a time, then :meth:`finish` for the bytes.
+
+    >>> t = FrequencyTable.from_counts(-2, [1, 4, 10, 4, 1])
+    >>> enc = RangeEncoder(); enc.encode_many([0, 1, -2, 2], t); data = enc.finish()
+    >>> RangeDecoder(data).decode_many(4, t)
+    [0, 1, -2, 2]
+    """
+
+    def __init__(self):
+        self._out = bytearray()
+        self._low = 0
+        self._range = MASK32
+        self._finished = False
+
+    def encode(self, symbol: int, table: FrequencyTable) -> None:
+        """Code one symbol (nothing for a degenerate table; CodecError outside the table)."""
+        self.encode_many((symbol,), table)
+
+    def encode_many(self, symbols: Iterable[int], table: FrequencyTable) -> None:
+        """Code every symbol of ``symbols`` with the same table (the fast path)."""
+        if self._finished:
+            raise CodecError("the encoder is already finished")
+        lo, n = table.lo, table.n
+        if n == 1:  # degenerate: certain symbol, 0 bits
+            for s in symbols:
+                if int(s) != lo:
+                    raise CodecError(f"symbol {int(s)} outside the table's support [{lo}, {lo}]")
+            return
+        cum, p = table.cum, table.precision
+        out = self._out
+        low, rng = self._low, self._range
+        for s in symbols:
+            i = int(s) - lo
+            if not 0 <= i < n:
+                self._low, self._range = low, rng
+                raise CodecError(f"symbol {int(s)} outside the table's support [{lo}, {lo + n - 1}]")
+            r = rng >> p
+            c = cum[i]
+            low += r * c
+            rng = r * (cum[i + 1] - c)
+            if low >= CARRY:
+                low -= CARRY
+                _propagate_carry(out)
+            while rng < TOP:
+                out.append(low >> 24)
+                low = (low << 8) & MASK32
+                rng <<= 8
+        self._low, self._range = low, rng
+
+    def encode_each(self, symbols: Sequence[int], tables: Sequence[FrequencyTable]) -> None:
+        """Code ``symbols[k]`` with ``tables[k]`` for every k (a 1x1 latent grid's order)."""
+        if len(symbols) != len(tables):
+            raise CodecError(f"{len(symbols)} symbols for {len(tables)} tables")
+        for s, table in zip(symbols, tables):
+            self.encode_many((s,), table)
+
+    def finish(self) -> bytes:
+        """Flush (0 or 1 byte), trim trailing zero bytes and return the coded bytes."""
+        if not self._finished:
+            self._finished = True
+            low, rng, out = self._low, self._range, self._out
+            if low + rng > CARRY:  # 2**32 lies in [low, low + range): carry, no byte
+                _propagate_carry(out)
+            elif low != 0:  # the smallest multiple of 2**24 >= low lies in the interval
+                out.append((low + TOP - 1) >> 24)
+            while out and out[-1] == 0:
+                out.pop()
+        return bytes(self._out)
+
+
+def _propagate_carry(out: bytearray) -> None:
+    i = len(out) - 1
+    while i >= 0 and out[i] == 0xFF:
+        out[i] = 0
+        i -= 1
+    if i < 0:  # impossible for a well-formed coder: every interval nests in the first one
+        raise AssertionError("range coder carry out of the first byte")
+    out[i] += 1
+
+
+class RangeDecoder:
+    """Decode symbols from coded bytes; reads zero bytes past the end of ``data``.
+
+    Call :meth:`finish` after the last symbol to check that ``data`` held nothing the encoder
+    could not have written (bytes past the flush, trailing zeros).
+    """
+
+    def __init__(self, data: bytes):
+        self._data = bytes(data)
+        self._pos = 4  # the first 4 bytes are read by the constructor
+        self._shifts = 0  # normalisation steps = bytes the encoder wrote before its flush
+        padded = self._data[:4] + bytes(max(0, 4 - len(self._data)))
+        self._code = int.from_bytes(padded, "big")  # offset of the code value from low
+        self._range = MASK32
+
+    def decode(self, table: FrequencyTable) -> int:
+        """Decode one symbol with ``table``."""
+        return self.decode_many(1, table)[0]
+
+    def decode_many(self, count: int, table: FrequencyTable) -> list[int]:
+        """Decode ``count`` symbols, all with ``table``; CodecError on an impossible code value."""
+        lo = table.lo
+        if table.n == 1:
+            return [lo] * count
+        cum, p = table.cum, table.precision
+        total = cum[-1]
+        data, pos, shifts = self._data, self._pos, self._shifts
+        size = len(data)
+        code, rng = self._code, self._range
+        out = []
+        append = out.append
+        for _ in range(count):
+            r = rng >> p
+            v = code // r
+            if v >= total:
+                raise CodecError("entropy decoding failed: code value outside the table (corrupted file)")
+            i = bisect_right(cum, v) - 1
+            c = cum[i]
+            code -= r * c
+            rng = r * (cum[i + 1] - c)
+            while rng < TOP:
+                code = ((code << 8) | (data[pos] if pos < size else 0)) & MASK32
+                pos += 1
+                shifts += 1
+                rng <<= 8
+            append(lo + i)
+        self._code, self._range, self._pos, self._shifts = code, rng, pos, shifts
+        return out
+
+    def decode_each(self, tables: Sequence[FrequencyTable]) -> list[int]:
+        """Decode one symbol per table, in order (the fast path for a 1x1 latent grid)."""
+        data, pos, shifts = self._data, self._pos, self._shifts
+        size = len(data)
+        code, rng = self._code, self._range
+        out = []
+        append = out.append
+        for table in tables:
+            cum = table.cum
+            if len(cum) == 2:  # degenerate
+                append(table.lo)
+                continue
+            r = rng >> table.precision
+            v = code // r
+            if v >= cum[-1]:
+                raise CodecError("entropy decoding failed: code value outside the table (corrupted file)")
+            i = bisect_right(cum, v) - 1
+            c = cum[i]
+            code -= r * c
+            rng = r * (cum[i + 1] - c)
+            while rng < TOP:
+                code = ((code << 8) | (data[pos] if pos < size else 0)) & MASK32
+                pos += 1
+                shifts += 1
+                rng <<= 8
+            append(table.lo + i)
+        self._code, self._range, self._pos, self._shifts = code, rng, pos, shifts
+        return out
+
+    def finish(self) -> None:
+        """Refuse input the encoder cannot have produced: more bytes than its normalisation
+        steps plus the 1-byte flush, or a trailing zero byte (the encoder trims those)."""
+        if len(self._data) > self._shifts + 1:
+            raise CodecError(f"coded data has {len(self._data) - self._shifts - 1} byte(s) past "
+                             "its end (corrupted file)")
+        if self._data and self._data[-1] == 0:
+            raise CodecError("coded data ends with a zero byte, which no encoder writes (corrupted file)")
+
+
+# --- the per-bundle model --------------------------------------------------------------------------
+
+class EntropyModel:
+    """Inverse gains and frequency tables of one bundle, per rate level and latent channel.
+
+    ``inv_gains[level, c]`` dequantizes channel ``c`` at ``level``:
+    ``y_hat[h, w, c] = float32(symbol) * inv_gains[level, c]`` in float32.
+    ``tables[level][c]`` codes the symbols of channel ``c`` at ``level``.
+    ``grid = (H, W)``: the latent is an (H, W, C) array of integer symbols.
+    """
+
+    def __init__(self, inv_gains: np.ndarray, tables: Sequence[Sequence[FrequencyTable]],
+                 grid: tuple[int, int] = (1, 1)):
+        inv_gains = np.array(inv_gains, dtype=np.float32)  # a private, read-only copy
+        if inv_gains.ndim != 2:
+            raise CodecError(f"inv_gains must be (levels, channels), got shape {inv_gains.shape}")
+        levels, channels = inv_gains.shape
+        h, w = (int(v) for v in grid)
+        if not 1 <= levels <= MAX_LEVELS:
+            raise CodecError(f"entropy model: {levels} levels (allowed 1..{MAX_LEVELS})")
+        if not 1 <= channels <= MAX_CHANNELS:
+            raise CodecError(f"entropy model: {channels} channels (allowed 1..{MAX_CHANNELS})")
+        if not (1 <= h <= MAX_GRID_SIDE and 1 <= w <= MAX_GRID_SIDE and h * w * channels <= MAX_SYMBOLS):
+            raise CodecError(f"entropy model: latent grid {h}x{w}x{channels} beyond the caps")
+        if not np.all(np.isfinite(inv_gains)) or not np.all(inv_gains > 0):
+            raise CodecError("entropy model: inverse gains must be finite and positive")
+        if len(tables) != levels or any(len(row) != channels for row in tables):
+            raise CodecError(f"entropy model: tables must be {levels} x {channels}")
+        for row in tables:
+            for t in row:
+                if not isinstance(t, FrequencyTable):
+                    raise CodecError("entropy model: tables must be FrequencyTable objects")
+                if not (-32768 <= t.lo <= 32767 and t.n <= 65535):
+                    raise CodecError("entropy model: table support does not fit entropy.bin")
+        precisions = {t.precision for row in tables for t in row if not t.degenerate}
+        if len(precisions) > 1:
+            raise CodecError("entropy model: all tables must share one precision")
+        self.precision = precisions.pop() if precisions else PRECISION
+        self.inv_gains = inv_gains
+        self.inv_gains.setflags(write=False)
+        self.tables = [list(row) for row in tables]
+        self.grid = (h, w)
+        self.levels, self.channels = levels, channels
+        self.level_table = FrequencyTable.uniform(levels)
+        self._lo = np.array([[t.lo for t in row] for row in self.tables], dtype=np.int64)
+        self._hi = np.array([[t.hi for t in row] for row in self.tables], dtype=np.int64)
+        self._cost_cache: dict[int, tuple[np.ndarray, int]] = {}
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Shape (H, W, C) of one latent's symbols."""
+        return (*self.grid, self.channels)
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, EntropyModel) and self.grid == other.grid
+                and np.array_equal(self.inv_gains.view(np.uint32), other.inv_gains.view(np.uint32))
+                and self.tables == other.tables)
+
+    # -- serialisation --
+
+    def to_bytes(self) -> bytes:
+        """The entropy.bin bytes (layout in docs/bitstream.md)."""
+        h, w = self.grid
+        parts = [_ENTROPY_HEADER.pack(ENTROPY_MAGIC, ENTROPY_VERSION, self.precision,
+                                      self.levels, self.channels, h, w),
+                 self.inv_gains.astype("<f4").tobytes()]
+        for row in self.tables:
+            for t in row:
+                parts.append(struct.pack("<hH", t.lo, t.n))
+                if not t.degenerate:
+                    parts.append(np.asarray(t.freqs, dtype="<u2").tobytes())
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> EntropyModel:
+        """Parse entropy.bin, checking every field; CodecError (one line) on any problem."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise CodecError("entropy.bin must be bytes")
+        data = bytes(data)
+        if len(data) > MAX_ENTROPY_BYTES:
+            raise CodecError(f"entropy.bin too large ({len(data)} bytes)")
+        if len(data) < _ENTROPY_HEADER.size:
+            raise CodecError(f"entropy.bin truncated ({len(data)} bytes)")
+        magic, version, precision, levels, channels, h, w = _ENTROPY_HEADER.unpack_from(data)
+        if magic != ENTROPY_MAGIC:
+            raise CodecError("not a gancodec entropy.bin (wrong magic)")
+        if version != ENTROPY_VERSION:
+            raise CodecError(f"entropy.bin version {version} is not supported (this reads {ENTROPY_VERSION})")
+        if not 1 <= precision <= MAX_PRECISION:
+            raise CodecError(f"entropy.bin: precision {precision} outside 1..{MAX_PRECISION}")
+        if not (1 <= levels <= MAX_LEVELS and 1 <= channels <= MAX_CHANNELS and 1 <= h <= MAX_GRID_SIDE
+                and 1 <= w <= MAX_GRID_SIDE and h * w * channels <= MAX_SYMBOLS):
+            raise CodecError(f"entropy.bin: dimensions {levels} levels x {h}x{w}x{channels} beyond the caps")
+        pos = _ENTROPY_HEADER.size
+        gains_end = pos + 4 * levels * channels
+        if len(data) < gains_end:
+            raise CodecError("entropy.bin truncated inside the inverse gains")
+        inv_gains = np.frombuffer(data, "<f4", levels * channels, pos).reshape(levels, channels).astype(np.float32)
+        pos = gains_end
+        total = 1 << precision
+        tables = []
+        for level in range(levels):
+            row = []
+            for c in range(channels):
+                if len(data) < pos + 4:
+                    raise CodecError(f"entropy.bin truncated at table ({level}, {c})")
+                lo, n = struct.unpack_from("<hH", data, pos)
+                pos += 4
+                if n == 0 or n > total:
+                    raise CodecError(f"entropy.bin: table ({level}, {c}) has {n} symbols "
+                                     f"(allowed 1..{total} at precision {precision})")
+                if n == 1:
+                    row.append(FrequencyTable(lo, [1]))  # degenerate: its precision is irrelevant
+                    continue
+                if len(data) < pos + 2 * n:
+                    raise CodecError(f"entropy.bin truncated in table ({level}, {c})")
+                freqs = np.frombuffer(data, "<u2", n, pos)
+                pos += 2 * n
+                if int(freqs.min()) < 1 or int(freqs.sum(dtype=np.int64)) != total:
+                    raise CodecError(f"entropy.bin: table ({level}, {c}) frequencies must be >= 1 and sum to 2**{precision}")
+                row.append(FrequencyTable(lo, freqs.tolist(), precision))
+            tables.append(row)
+        if pos != len(data):
+            raise CodecError(f"entropy.bin has {len(data) - pos} unexpected trailing byte(s)")
+        return cls(inv_gains, tables, (h, w))
+
+    # -- numpy helpers for the encoder's rate control --
+
+    def _check_level(self, level: int) -> int:
+        if not isinstance(level, (int, np.integer)) or not 0 <= level < self.levels:
+            raise CodecError(f"rate level must be an integer in 0..{self.levels - 1}, got {level!r}")
+        return int(level)
+
+    def _costs(self, level: int) -> tuple[np.ndarray, int]:
+        """(C, width) array of per-symbol bits (inf past a table's end) and the width."""
+        if level not in self._cost_cache:
+            width = max(t.n for t in self.tables[level])
+            costs = np.full((self.channels, width), np.inf)
+            for c, t in enumerate(self.tables[level]):
+                costs[c, : t.n] = t.costs()
+            self._cost_cache[level] = (costs, width)
+        return self._cost_cache[level]
+
+    def bits(self, level: int, symbols: np.ndarray) -> float | np.ndarray:
+        """Ideal payload length in bits: the level's uniform code plus ``-log2 p`` of every symbol.
+
+        ``symbols``: (H, W, C) -> float, or (N, H, W, C) -> (N,) array. A symbol outside its
+        table's support costs ``inf`` (clip first). The coded payload is at most ~1 byte longer
+        than ``ceil(bits / 8)``.
+        """
+        level = self._check_level(level)
+        s = np.asarray(symbols)
+        if s.ndim < 3 or s.shape[-3:] != self.shape:
+            raise CodecError(f"symbols have shape {s.shape}, the model expects (..., {self.shape})")
+        costs, width = self._costs(level)
+        idx = s.astype(np.int64) - self._lo[level]
+        inside = (idx >= 0) & (idx < width)
+        flat = np.where(inside, idx, 0) + np.arange(self.channels) * width
+        per = np.where(inside, costs.ravel()[flat], np.inf)
+        lead = self.level_table.costs()[level] if self.levels > 1 else 0.0
+        total = per.reshape(*s.shape[:-3], -1).sum(axis=-1) + lead
+        return float(total) if np.ndim(total) == 0 else total
+
+    def clip(self, level: int, symbols: np.ndarray) -> tuple[np.ndarray, int]:
+        """Clip symbols into each channel's table support; returns (int32 symbols, number clipped)."""
+        level = self._check_level(level)
+        s = np.asarray(symbols, dtype=np.int64)
+        clipped = np.clip(s, self._lo[level], self._hi[level])
+        return clipped.astype(np.int32), int(np.count_nonzero(clipped != s))
+
+    def dequantize(self, level: int, symbols: np.ndarray) -> np.ndarray:
+        """Symbols (..., C) -> float32 latent ``symbol * inv_gains[level, c]`` (float32 arithmetic)."""
+        level = self._check_level(level)
+        return np.asarray(symbols).astype(np.float32) * self.inv_gains[level]
+
+    # -- coding a latent (the payload of a latent.bin) --
+
+    def encode(self, level: int, symbols: np.ndarray) -> bytes:
+        """Range-code the level, then each non-degenerate channel's H*W symbols (row-major)."""
+        level = self._check_level(level)
+        s = np.asarray(symbols)
+        if s.shape != self.shape:
+            raise CodecError(f"latent symbols have shape {s.shape}, the model expects {self.shape}")
+        if not np.issubdtype(s.dtype, np.integer):
+            raise CodecError("latent symbols must be integers")
+        enc = RangeEncoder()
+        enc.encode(level, self.level_table)
+        if s.shape[0] * s.shape[1] == 1:
+            enc.encode_each(s.ravel().tolist(), self.tables[level])
+        else:
+            by_channel = s.reshape(-1, self.channels).T.tolist()  # C lists of H*W row-major symbols
+            for values, table in zip(by_channel, self.tables[level]):
+                enc.encode_many(values, table)
+        return enc.finish()
+
+    def decode(self, payload: bytes) -> tuple[int, np.ndarray]:
+        """Inverse of :meth:`encode`: (level, int32 symbols (H, W, C)); CodecError if corrupted."""
+        dec = RangeDecoder(payload)
+        level = dec.decode(self.level_table)
+        if level >= self.levels:  # unreachable with the uniform table; kept as a guard
+            raise CodecError("entropy decoding failed: rate level out of range (corrupted file)")
+        h, w = self.grid
+        if h * w == 1:
+            values = dec.decode_each(self.tables[level])
+        else:
+            values = []
+            for table in self.tables[level]:
+                values.extend(dec.decode_many(h * w, table))
+        dec.finish()
+        out = np.array(values, dtype=np.int32).reshape(self.channels, h * w)
+        return level, np.ascontiguousarray(out.T.reshape(h, w, self.channels))
+
+
+def ideal_bits(table: FrequencyTable, symbols: Iterable[int]) -> float:
+    """Sum of ``-log2 p`` of ``symbols`` under ``table`` (for measurements)."""
+    if table.degenerate:
+        return 0.0
+    return float(sum(table.precision - math.log2(table.freqs[int(s) - table.lo]) for s in symbols))

@@ -1,0 +1,186 @@
+"""Regenerate the bitstream test vectors in tests/vectors/ (layout: tests/vectors/README.md).
+
+    python -m tests.vectors.make [--check]
+
+Everything here is deterministic (integer tables, fixed symbols, a lossless WebP), so running it
+again writes the same bytes; ``--check`` only compares and exits 1 on a difference (the test
+suite does the same through :func:`build`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from runtime import bitstream, entropy
+from runtime.entropy import EntropyModel, FrequencyTable, RangeEncoder
+
+HERE = Path(__file__).resolve().parent
+MODEL_ID = hashlib.sha256(b"gancodec test vector model").digest()
+LEVELS, CHANNELS, GRID = 3, 4, (2, 3)
+
+
+def vector_model() -> EntropyModel:
+    """L=3 levels, C=4 channels, 2x3 grid; integer 'Laplacian' counts; a few degenerate tables."""
+    tables = []
+    for level in range(LEVELS):
+        row = []
+        for c in range(CHANNELS):
+            if (level, c) in ((0, 1), (2, 3)):
+                row.append(FrequencyTable(c - 1, [1 << entropy.PRECISION]))  # degenerate
+                continue
+            half = 2 + 2 * level + c  # support -half..half (c = 3 at level 1: asymmetric below)
+            lo = -half + (1 if c == 3 else 0)
+            counts = [4096 >> min(12, abs(lo + i) * (1 + c)) for i in range(2 * half + 1 - (lo + half))]
+            row.append(FrequencyTable.from_counts(lo, counts))
+        tables.append(row)
+    inv_gains = np.array([[2.0 ** -(level + 1) * (1 + c / 8) for c in range(CHANNELS)]
+                          for level in range(LEVELS)], dtype=np.float32)
+    return EntropyModel(inv_gains, tables, GRID)
+
+
+def _extreme(model: EntropyModel, level: int, take_hi: bool) -> np.ndarray:
+    h, w = model.grid
+    s = np.empty(model.shape, np.int32)
+    for c, t in enumerate(model.tables[level]):
+        for k in range(h * w):
+            s[k // w, k % w, c] = (t.hi if (k % 2 == 0) == take_hi else t.lo)
+    return s
+
+
+def _latent_cases(model: EntropyModel) -> list[tuple[str, int, np.ndarray, tuple | None]]:
+    rng = np.random.default_rng(2024)
+    cases = []
+    for level in range(LEVELS):
+        s, _ = model.clip(level, np.rint(rng.standard_normal(model.shape) * 1.5).astype(np.int32))
+        cases.append((f"latent_level{level}.bin", level, s, None))
+    cases.append(("latent_zeros.bin", 0, model.clip(0, np.zeros(model.shape, np.int32))[0], None))
+    cases.append(("latent_extremes_hi.bin", 1, _extreme(model, 1, True), None))
+    cases.append(("latent_extremes_lo.bin", 2, _extreme(model, 2, False), None))
+    s, _ = model.clip(1, rng.integers(-3, 4, model.shape))
+    cases.append(("latent_size.bin", 1, s, (640, 480)))
+    return cases
+
+
+def _webp_image() -> np.ndarray:
+    y, x = np.mgrid[0:4, 0:5]
+    return np.stack([x * 60, y * 80, (x + y) * 30], axis=-1).astype(np.uint8)
+
+
+def _coder_cases() -> list[dict]:
+    """Raw range-coder streams (no file header) for unit-testing a port of the decoder."""
+    cases = [{"name": "hand_example", "lo": 0, "precision": 2, "freqs": [1, 2, 1], "symbols": [1, 2, 0]}]
+    t = FrequencyTable.from_counts(-2, [1, 30, 200, 30, 1])
+    rng = np.random.default_rng(7)
+    cases.append({"name": "gaussian_100", "lo": t.lo, "precision": t.precision, "freqs": list(t.freqs),
+                  "symbols": (rng.choice(t.n, 100, p=np.array(t.freqs) / 65536) + t.lo).tolist()})
+    skew = FrequencyTable(0, [1, 65535])  # symbol 1 pushes low up: runs of 0xFF bytes, carries
+    for seed in range(100):
+        sym = np.random.default_rng(seed).choice(2, 40, p=[0.5, 0.5]).tolist()
+        calls = []
+        original = entropy._propagate_carry
+        entropy._propagate_carry = lambda out: (calls.append(bytes(out)), original(out))[1]
+        try:
+            enc = RangeEncoder()
+            enc.encode_many(sym, skew)
+            enc.finish()
+        finally:
+            entropy._propagate_carry = original
+        if any(c.endswith(b"\xff") for c in calls):  # a carry that ripples through 0xFF bytes
+            cases.append({"name": "carry_through_ff", "lo": 0, "precision": 16, "freqs": list(skew.freqs),
+                          "symbols": sym})
+            break
+    else:
+        raise AssertionError("no carry case found")
+    cases.append({"name": "empty", "lo": 0, "precision": 16, "freqs": list(skew.freqs), "symbols": []})
+    cases.append({"name": "all_likely_symbol", "lo": 0, "precision": 16, "freqs": list(skew.freqs),
+                  "symbols": [1] * 50})
+    cases.append({"name": "rare_symbol_at_cum_0", "lo": 5, "precision": 16, "freqs": list(skew.freqs),
+                  "symbols": [5] * 7})
+    for case in cases:
+        table = FrequencyTable(case["lo"], case["freqs"], case["precision"])
+        enc = RangeEncoder()
+        enc.encode_many(case["symbols"], table)
+        case["bytes"] = enc.finish().hex()
+    return cases
+
+
+def build() -> tuple[dict[str, bytes], dict]:
+    """All vector files (name -> bytes) and the JSON description."""
+    from PIL import Image
+
+    model = vector_model()
+    files: dict[str, bytes] = {"entropy.bin": model.to_bytes()}
+    described = []
+    for name, level, symbols, size in _latent_cases(model):
+        files[name] = bitstream.pack_latent(symbols, level, model, MODEL_ID, size=size)
+        described.append({"file": name, "kind": "latent", "level": level, "size": size and list(size),
+                          "symbols": symbols.tolist(),
+                          "latent": model.dequantize(level, symbols).tolist()})
+    buf = io.BytesIO()
+    Image.fromarray(_webp_image()).save(buf, "WEBP", lossless=True, quality=100, method=6)
+    files["webp_4x5.bin"] = bitstream.pack_webp(buf.getvalue(), MODEL_ID)
+    described.append({"file": "webp_4x5.bin", "kind": "webp", "size": None, "rgb": _webp_image().tolist()})
+
+    good = files["latent_level1.bin"]
+    _, level1, symbols1, _ = _latent_cases(model)[1]
+    other_id = hashlib.sha256(b"another model").digest()
+    impostor = bytes([MODEL_ID[0], (MODEL_ID[1] & 0xF0) | (other_id[1] & 0x0F)]) + other_id[2:]
+    bad = {
+        "bad_v1.bin": (bytes([0xC7, 0x44]) + MODEL_ID[:2] + bytes(8) + b"\x00", "older version"),
+        "bad_version.bin": (bytes([good[0] & 0x3F]) + good[1:], "not a gancodec latent.bin"),
+        "bad_crc.bin": (good[:-1] + bytes([good[-1] ^ 0x01]), "integrity"),
+        "bad_model_prefix.bin": (bitstream.pack_latent(symbols1, level1, model, other_id), "written by model"),
+        "bad_same_prefix_other_model.bin": (bitstream.pack_latent(symbols1, level1, model, impostor), "integrity"),
+        "bad_trailing_byte.bin": (_recrc(good[:-1] + b"\x01"), "past"),
+        "bad_truncated.bin": (good[:2], "too short"),
+    }
+    for name, (data, error) in bad.items():
+        files[name] = data
+        described.append({"file": name, "kind": "invalid", "error": error})
+    description = {
+        "model_id": MODEL_ID.hex(),
+        "model_id_prefix": bitstream.model_id_prefix(MODEL_ID),
+        "entropy_bin": "entropy.bin",
+        "model": {"levels": LEVELS, "channels": CHANNELS, "grid": list(GRID), "precision": model.precision,
+                  "inv_gains": model.inv_gains.tolist(),
+                  "tables": [[{"lo": t.lo, "freqs": list(t.freqs) if not t.degenerate else None}
+                              for t in row] for row in model.tables]},
+        "coder": _coder_cases(),
+        "files": described,
+    }
+    return files, description
+
+
+def _recrc(body: bytes) -> bytes:
+    return body + bytes([bitstream.crc8(body, bitstream.crc8(MODEL_ID))])
+
+
+def render(description: dict) -> str:
+    return json.dumps(description, indent=1) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.vectors.make", description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="compare with the committed vectors, write nothing")
+    a = p.parse_args(argv)
+    files, description = build()
+    files["vectors.json"] = render(description).encode()
+    differ = [n for n, b in files.items() if not (HERE / n).exists() or (HERE / n).read_bytes() != b]
+    if a.check:
+        print("vectors up to date" if not differ else f"vectors differ: {', '.join(differ)}")
+        return 1 if differ else 0
+    for name, data in files.items():
+        (HERE / name).write_bytes(data)
+    print(f"wrote {len(files)} files to {HERE} ({len(differ)} changed)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,328 @@
+"""Rate–distortion training of a variable-rate GAN codec (``--mode rd``, the default).
+
+The design (Ballé et al. 2017's factorized-prior codec, in its GAN form after HiFiC, Mentzer et
+al. 2020, made variable-rate with gain vectors after Cui et al. 2021):
+
+- The **encoder** E maps a 32×32 image to a spatial latent y of shape (S/8, S/8, C) — 4×4×C at
+  32×32 — so the number of coded values, and hence the quality that more bytes can buy, grows with
+  the image instead of being one fixed global vector.
+- **Rate levels**: L learned gain vectors g_l (C,) and inverse gains h_l (C,). Level l codes
+  q = round(y · g_l) and the decoder sees ŷ = q · h_l. One model covers the whole rate range;
+  levels in between are interpolated log-linearly at export (``export.onnx``), which gives the
+  fine rate steps that rate control needs.
+- **Entropy model** for training: per channel, a mixture of logistics in y-space; the probability
+  of symbol k at level l is the mass of [(k − ½)/g, (k + ½)/g]. The rate is −log2 of that under
+  additive uniform noise (the standard training proxy for quantization). The file's coder does not
+  use these floats: at export, integer frequency tables are built from the training set's symbols
+  (``runtime.entropy``), so every machine decodes the same symbols.
+- **Generator** G (the decoder): ŷ → image, upsample + conv stages, trained with
+  distortion + λ_l · rate trade-off and a small adversarial term from a discriminator D; the
+  decoder sees the rounded latent through a straight-through estimator.
+
+Loss per image, level l drawn at random:  bits/pixel + λ_l · (MSE₂₅₅ + w_adv · adv).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+MIX = 3  # logistic components per channel
+
+
+def build_rd_encoder(channels: int, image_size: int = 32, widths=(48, 96), name: str = "encoder") -> keras.Model:
+    """image (N, S, S, 3) in [-1, 1] -> y (N, S/8, S/8, channels), unscaled."""
+    w1, w2 = widths
+    x_in = keras.Input((image_size, image_size, 3), name="image")
+    x = layers.Conv2D(w1, 5, strides=2, padding="same", name="conv1")(x_in)
+    x = layers.LeakyReLU(0.2, name="act1")(x)
+    x = layers.Conv2D(w1, 3, padding="same", name="conv1b")(x)
+    x = layers.LeakyReLU(0.2, name="act1b")(x)
+    x = layers.Conv2D(w2, 5, strides=2, padding="same", name="conv2")(x)
+    x = layers.LeakyReLU(0.2, name="act2")(x)
+    x = layers.Conv2D(w2, 3, padding="same", name="conv2b")(x)
+    x = layers.LeakyReLU(0.2, name="act2b")(x)
+    y = layers.Conv2D(channels, 5, strides=2, padding="same", name="latent")(x)
+    return keras.Model(x_in, y, name=name)
+
+
+def build_rd_generator(channels: int, image_size: int = 32, widths=(96, 96, 48, 24),
+                       name: str = "generator") -> keras.Model:
+    """ŷ (N, S/8, S/8, channels) -> image (N, S, S, 3) in [-1, 1]."""
+    g = image_size // 8
+    w0, w1, w2, w3 = widths
+    y = keras.Input((g, g, channels), name="latent")
+    x = layers.Conv2D(w0, 3, padding="same", name="conv0")(y)
+    x = layers.LeakyReLU(0.2, name="act0")(x)
+    for i, w in enumerate((w1, w2, w3), start=1):
+        x = layers.UpSampling2D(2, interpolation="nearest", name=f"up{i}")(x)
+        x = layers.Conv2D(w, 3, padding="same", name=f"conv{i}")(x)
+        x = layers.LeakyReLU(0.2, name=f"act{i}")(x)
+    image = layers.Conv2D(3, 3, padding="same", activation="tanh", name="image")(x)
+    return keras.Model(y, image, name=name)
+
+
+def build_rd_discriminator(image_size: int = 32, widths=(32, 64, 128), name: str = "discriminator") -> keras.Model:
+    x_in = keras.Input((image_size, image_size, 3), name="image")
+    x = x_in
+    for i, w in enumerate(widths):
+        x = layers.Conv2D(w, 4, strides=2, padding="same", name=f"conv{i + 1}")(x)
+        x = layers.LeakyReLU(0.2, name=f"act{i + 1}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    logit = layers.Dense(1, name="logit")(x)
+    return keras.Model(x_in, logit, name=name)
+
+
+class RateModel(tf.Module):
+    """Gain vectors of the rate levels and the per-channel logistic-mixture density of y."""
+
+    def __init__(self, channels: int, levels: int, gain_range=(0.5, 8.0), name="rate_model"):
+        super().__init__(name=name)
+        lo, hi = math.log(gain_range[0]), math.log(gain_range[1])
+        log_g = np.linspace(lo, hi, levels, dtype=np.float32)[:, None] * np.ones((1, channels), np.float32)
+        self.log_gain = tf.Variable(log_g, name="log_gain")
+        self.log_inv_gain = tf.Variable(-log_g, name="log_inv_gain")
+        rng = np.random.default_rng(0)
+        self.mix_logits = tf.Variable(np.zeros((channels, MIX), np.float32), name="mix_logits")
+        self.means = tf.Variable(rng.normal(0, 0.3, (channels, MIX)).astype(np.float32), name="means")
+        self.log_scales = tf.Variable(np.zeros((channels, MIX), np.float32), name="log_scales")
+
+    def gains(self, level):
+        return tf.exp(tf.gather(self.log_gain, level)), tf.exp(tf.gather(self.log_inv_gain, level))
+
+    def bits(self, q, gain):
+        """Per-image bits of scaled latents q (N, H, W, C) at gain (broadcastable)."""
+        from runtime.inversion import mixture_bits
+
+        return mixture_bits(q, gain, self.mix_logits, self.means, self.log_scales)
+
+    def numpy_state(self) -> dict:
+        return {"log_gain": self.log_gain.numpy(), "log_inv_gain": self.log_inv_gain.numpy(),
+                "mix_logits": self.mix_logits.numpy(), "means": self.means.numpy(),
+                "log_scales": self.log_scales.numpy()}
+
+
+def lambdas(levels: int, lam_range) -> np.ndarray:
+    lo, hi = math.log(lam_range[0]), math.log(lam_range[1])
+    return np.exp(np.linspace(lo, hi, levels)).astype(np.float32)
+
+
+def ste_round(v):
+    from runtime.inversion import ste_round as _ste
+
+    return _ste(v)
+
+
+# --- training loop -------------------------------------------------------------------------------
+
+def train_rd(cfg, resume: bool = False, quiet: bool = False) -> dict:
+    """Run (or resume) rate–distortion training for a resolved ``TrainConfig`` (mode ``rd``)."""
+    import json
+    import sys
+    import time
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from runtime.errors import CodecError
+    from runtime.images import from_unit_range, to_unit_range
+    from training.data import load_dataset
+    from training.train import (
+        CONFIG_NAME,
+        _append_csv,
+        _truncate_csv,
+        load_config,
+        save_config,
+        save_grid,
+    )
+
+    run = Path(cfg.out)
+    if (run / CONFIG_NAME).exists() and not resume:
+        raise CodecError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and not (run / CONFIG_NAME).exists():
+        raise CodecError(f"{run}: nothing to resume (no {CONFIG_NAME})")
+    if resume:
+        saved = load_config(run).resolved()
+        saved.steps = cfg.steps
+        cfg = saved
+    if cfg.image_size % 8:
+        raise CodecError(f"rd mode needs an image size divisible by 8, got {cfg.image_size}")
+    train_u8, val_u8 = load_dataset(cfg.data, cfg.image_size, cfg.seed)
+    if len(train_u8) < cfg.batch:
+        raise CodecError(f"batch {cfg.batch} is larger than the training set ({len(train_u8)} images)")
+    save_config(cfg, run)
+
+    keras.utils.set_random_seed(cfg.seed)
+    C, L, S = cfg.channels, cfg.levels, cfg.image_size
+    encoder = build_rd_encoder(C, S, cfg.rd_e_widths)
+    generator = build_rd_generator(C, S, cfg.rd_g_widths)
+    discriminator = build_rd_discriminator(S, cfg.rd_d_widths)
+    rate = RateModel(C, L)
+    lams = tf.constant(lambdas(L, (cfg.lam_min, cfg.lam_max)))
+    sched = keras.optimizers.schedules.CosineDecay(cfg.lr, cfg.steps, alpha=0.05)
+    g_opt = keras.optimizers.Adam(sched)
+    d_opt = keras.optimizers.Adam(2e-4, beta_1=0.5)
+    g_vars = encoder.trainable_variables + generator.trainable_variables + list(rate.trainable_variables)
+    d_vars = discriminator.trainable_variables
+    g_opt.build(g_vars)
+    d_opt.build(d_vars)
+    rng = tf.random.Generator.from_seed(cfg.seed)
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+    ckpt = tf.train.Checkpoint(encoder=encoder, generator=generator, discriminator=discriminator,
+                               rate=rate, g_opt=g_opt, d_opt=d_opt, rng=rng, step=step_var)
+    manager = tf.train.CheckpointManager(ckpt, str(run / "ckpt"), max_to_keep=2)
+    if resume and manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).expect_partial()
+    start = int(step_var.numpy())
+    for name in ("log.csv", "val.csv"):
+        _truncate_csv(run / name, start)
+
+    train_data = to_unit_range(train_u8)
+    ds = tf.data.Dataset.from_tensor_slices(train_data)
+    ds = ds.shuffle(len(train_data), seed=cfg.seed + start, reshuffle_each_iteration=True).repeat()
+    if cfg.flip:
+        ds = ds.map(tf.image.random_flip_left_right, num_parallel_calls=1)
+    ds = ds.batch(cfg.batch, drop_remainder=True).prefetch(2)
+    it = iter(ds)
+    pixels = float(S * S)
+    mse_scale = 127.5**2
+
+    @tf.function
+    def train_step(x):
+        n = tf.shape(x)[0]
+        level = rng.uniform([n], 0, L, dtype=tf.int32)
+        lam = tf.gather(lams, level)
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            gain, inv_gain = rate.gains(level)
+            gain, inv_gain = gain[:, None, None, :], inv_gain[:, None, None, :]
+            ys = encoder(x, training=True) * gain
+            noisy = ys + rng.uniform(tf.shape(ys), -0.5, 0.5)
+            bpp = rate.bits(noisy, gain) / pixels
+            fake = generator(ste_round(ys) * inv_gain, training=True)
+            d_real = discriminator(x, training=True)
+            d_fake = discriminator(fake, training=True)
+            mse = tf.reduce_mean(tf.square(fake - x), axis=[1, 2, 3]) * mse_scale
+            adv = tf.nn.softplus(-d_fake)[:, 0]
+            loss = tf.reduce_mean(bpp + lam * (mse + cfg.w_adv_rd * adv))
+            d_loss = tf.reduce_mean(tf.nn.softplus(-d_real)[:, 0] + tf.nn.softplus(d_fake)[:, 0])
+        g_opt.apply_gradients(zip(g_tape.gradient(loss, g_vars), g_vars))
+        d_opt.apply_gradients(zip(d_tape.gradient(d_loss, d_vars), d_vars))
+        return {"loss": loss, "bpp": tf.reduce_mean(bpp), "mse": tf.reduce_mean(mse),
+                "adv": tf.reduce_mean(adv), "d_loss": d_loss}
+
+    eval_x = tf.constant(to_unit_range(val_u8[: cfg.eval_images]))
+    eval_u8 = val_u8[: cfg.eval_images]
+
+    def evaluate(step: int) -> dict:
+        from runtime.metrics import psnr
+
+        y = encoder(eval_x, training=False)
+        row, score, recon_rows = {"step": step}, 0.0, []
+        for lev in range(L):
+            gain, inv_gain = rate.gains(tf.fill([len(eval_u8)], lev))
+            q = tf.round(y * gain[:, None, None, :])
+            bits = rate.bits(q, gain[:, None, None, :]).numpy()
+            out = from_unit_range(generator(q * inv_gain[:, None, None, :], training=False).numpy())
+            p = float(np.mean(psnr(out, eval_u8)))
+            mse = float(np.mean((out.astype(np.float64) - eval_u8) ** 2))
+            row[f"bytes{lev}"] = float(np.mean(bits) / 8)
+            row[f"psnr{lev}"] = p
+            score += float(np.mean(bits) / pixels) + float(lams[lev]) * mse
+            if lev in (0, L // 2, L - 1):
+                recon_rows.append(out[:8])
+        row["score"] = score / L
+        _append_csv(run / "val.csv", row)
+        save_grid(np.concatenate([eval_u8[:8]] + recon_rows), run / "samples" / f"step_{step:06d}.png")
+        return row
+
+    best_path = run / "best"
+    best = json.loads((best_path / "best.json").read_text()) if (best_path / "best.json").exists() else None
+
+    def keep_if_best(row: dict) -> None:
+        nonlocal best
+        if best is not None and row["score"] >= best["score"]:
+            return
+        best = dict(row)
+        tmp = run / "best.tmp"
+        tmp.mkdir(exist_ok=True)
+        generator.save_weights(tmp / "generator.weights.h5")
+        encoder.save_weights(tmp / "encoder.weights.h5")
+        np.savez(tmp / "rate.npz", lambdas=lams.numpy(), **rate.numpy_state())
+        (tmp / "best.json").write_text(json.dumps(best, indent=2))
+        if best_path.exists():
+            for f in best_path.iterdir():
+                f.unlink()
+            best_path.rmdir()
+        tmp.rename(best_path)
+
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"train {run.name}", disable=quiet,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
+    t_steps, n_timed, losses = 0.0, 0, None
+    for step in range(start + 1, cfg.steps + 1):
+        t0 = time.perf_counter()
+        losses = {k: float(v) for k, v in train_step(next(it)).items()}
+        if step > start + 2:
+            t_steps += time.perf_counter() - t0
+            n_timed += 1
+        if not all(np.isfinite(v) for v in losses.values()):
+            raise CodecError(f"training diverged at step {step}: {losses}")
+        step_var.assign(step)
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+        if step % 50 == 0 or step == cfg.steps:
+            _append_csv(run / "log.csv", {"step": step, **losses, "s_per_step": t_steps / max(n_timed, 1)})
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            row = evaluate(step)
+            keep_if_best(row)
+            plot_rd_curves(run)
+            if not quiet:
+                tqdm.write(f"step {step}: score {row['score']:.4f} | " + " ".join(
+                    f"{row[f'bytes{lev}']:.0f}B/{row[f'psnr{lev}']:.2f}dB" for lev in range(L)))
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            manager.save(checkpoint_number=step)
+    bar.close()
+    summary = {"run": str(run), "steps": cfg.steps, "best": best, "last_losses": losses,
+               "seconds_per_step": (t_steps / n_timed) if n_timed else None}
+    (run / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def plot_rd_curves(run) -> None:
+    """``<run>/curves.png``: training loss terms and the validation RD curve per evaluation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from training.train import _read_csv
+
+    log, val = _read_csv(run / "log.csv"), _read_csv(run / "val.csv")
+    if not log or not val:
+        return
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    steps = [r["step"] for r in log]
+    axes[0].plot(steps, [r["loss"] for r in log], label="loss")
+    axes[0].plot(steps, [r["bpp"] for r in log], label="bits/pixel (noisy)")
+    axes[0].set_xlabel("step")
+    axes[0].legend()
+    axes[0].set_title("training loss")
+    axes[1].plot(steps, [r["d_loss"] for r in log], label="discriminator")
+    axes[1].plot(steps, [r["adv"] for r in log], label="generator adversarial")
+    axes[1].set_xlabel("step")
+    axes[1].legend()
+    axes[1].set_title("GAN terms")
+    levels = sorted(int(k[5:]) for k in val[0] if k.startswith("bytes"))
+    for r in val[-4:]:
+        axes[2].plot([r[f"bytes{lev}"] for lev in levels], [r[f"psnr{lev}"] for lev in levels], "o-",
+                     label=f"step {int(r['step'])}")
+    axes[2].set_xlabel("bytes per image (model estimate)")
+    axes[2].set_ylabel("PSNR (dB)")
+    axes[2].set_title("validation rate–distortion")
+    axes[2].legend()
+    fig.tight_layout()
+    fig.savefig(run / "curves.png", dpi=90)
+    plt.close(fig)
