@@ -39,22 +39,22 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-# Training runs used for the shipped bundles (reconstruction-aware mode, 32x32, latent 128).
-train-airplane: install
-	$(PY) -m training.train --data $(DATA)/cifar10_airplane.npz --out runs/airplane --steps $(STEPS) $(if $(wildcard runs/airplane/config.json),--resume)
-train-automobile: install
-	$(PY) -m training.train --data $(DATA)/cifar10_automobile.npz --out runs/automobile --steps $(STEPS) $(if $(wildcard runs/automobile/config.json),--resume)
-train-flowers: install
-	$(PY) -m training.train --data $(DATA)/flowers64.npz --out runs/flowers --steps $(STEPS) $(if $(wildcard runs/flowers/config.json),--resume)
-train-%-256: install
-	$(PY) -m training.train --data $(DATA)/$(DATA_$*).npz --out runs/$*-256 --latent-dim 256 --steps 4000 $(if $(wildcard runs/$*-256/config.json),--resume)
+# Training runs behind the shipped bundles (rd mode: variable-rate RD GAN codec, 32x32, latent
+# 4x4x64, 8 trained rate levels). They resume automatically; STEPS/BATCH/THREADS to change.
+RD_STEPS ?= 8000
+BATCH ?= 32
+THREADS ?= 1
+train-airplane train-automobile train-flowers: train-%: install
+	$(PY) -m training.train --data $(DATA)/$(DATA_$*).npz --out runs/rd-$* --steps $(RD_STEPS) --batch $(BATCH) \
+	  --eval-every 500 --eval-images 256 --ckpt-every 250 --threads $(THREADS) $(if $(wildcard runs/rd-$*/config.json),--resume)
+# The reference design (plain GAN, latent inversion), kept for comparison; it trains but does not export.
 train-airplane-gan: install
 	$(PY) -m training.train --mode gan --data $(DATA)/cifar10_airplane.npz --out runs/airplane-gan --steps $(STEPS) $(if $(wildcard runs/airplane-gan/config.json),--resume)
 
 export-%: install
-	$(PY) -m export.onnx runs/$* --out models/$* --overwrite
+	$(PY) -m export.onnx runs/rd-$* --out models/$* --overwrite
 
-export-all: export-airplane export-automobile export-flowers export-airplane-256 export-automobile-256 export-flowers-256
+export-all: export-airplane export-automobile export-flowers
 
 check-models: install
 	for m in models/*/; do $(PY) -m export.check $$m || exit 1; done

@@ -1,32 +1,42 @@
 """python -m benchmarks.rd --model models/NAME --data PATH.npz [--split val] [--limit N] [--out DIR]
-[--steps N] [--bits 2,3,...] [--codecs JPEG,WebP,AVIF] [--batch 64]
+[--steps N] [--budgets 40,51,...] [--levels 0,4,8,...] [--codecs JPEG,WebP,AVIF] [--batch 64]
 
-Rate-distortion benchmark of one model bundle against JPEG, WebP and AVIF on the same images.
+Rate-distortion benchmark of one variable-rate model bundle against JPEG, WebP and AVIF.
 
 Every image of the split (brought to the model's size by the project's one resize,
 ``runtime.images.to_model_size``) is encoded
 
-- by this codec at every bit depth of ``--bits`` (default 2..9, the whole supported range), in
-  batches of ``--batch`` through :meth:`runtime.codec.Codec.encode_detailed`; the rate is the
-  length of the real ``latent.bin`` (header and CRC included) and the distortion is measured on
-  exactly what the decoder returns;
-- by each classic codec at every quality of its range (``benchmarks.codecs``), as whole files.
+- by this codec at every per-image byte budget of ``--budgets`` (default 40, 51, 64, 100, 150,
+  200, 300, 400): :meth:`runtime.codec.Codec.compress` with ``target_bytes=B`` and
+  ``fallback=False`` — **the model alone**, never a WebP payload. How many images the encoder's
+  WebP fallback *would* have switched to WebP is counted too (:func:`runtime.codec.webp_fallback`
+  judged as the encoder judges it: the best PSNR among the files that fit);
+- by WebP per image at its highest quality whose whole file fits the same budget
+  (``runtime.classic`` ``WEBP.best_fitting``; a binary search over qualities 0..100 through a
+  per-image cache of encodings). Images whose smallest WebP file is larger than the budget are
+  counted ("WebP fits k of n") and left out of WebP's means; ours are given both on all images and
+  on the same subset as WebP;
+- by this codec at fixed rate levels (``--levels``, default every 4th level and the finest): the
+  per-level curve;
+- by each classic codec at every quality of its sweep (``benchmarks.codecs``), as whole files.
 
-A *point* is one codec at one setting: mean bytes per image, mean bpp, and the mean over images of
-each per-image metric of :mod:`runtime.metrics` (PSNR, SSIM, MS-SSIM, L1, MSE). Mean PSNR is the
-mean of per-image PSNRs (as in the reference report); an image decoded without any error would
-have an infinite PSNR and counts as :data:`PSNR_CAP` dB.
+The rate is always the length of the whole file (our latent.bin with header and CRC, the classic
+codec's complete file) and the distortion is measured on exactly what the decoder returns. A
+*point* is mean bytes per image, mean bpp and the mean over images of each per-image metric of
+:mod:`runtime.metrics` (PSNR, SSIM, MS-SSIM, L1, MSE); an image reproduced exactly counts as
+:data:`PSNR_CAP` dB.
 
 Comparisons (written to ``rd_<model>.json``/``.md``, plotted in ``rd_<model>.png``):
 
-- BD-rate / BD-PSNR (Bjøntegaard) of this codec against each classic codec, see :func:`bd_rate`;
-- where the curves do not overlap, the classic codec's PSNR at our byte counts (interpolated in
-  log-rate on its curve) or, below its range, its smallest file;
-- the winner at 64, 96 and 128 bytes per image: per codec the best mean PSNR among its points whose
-  mean bytes fit the budget ("cannot reach" when none does).
+- per budget: ours vs WebP (bytes, PSNR, MS-SSIM, WebP's fit count, the PSNR and MS-SSIM
+  differences on the images where WebP fits);
+- BD-rate (PSNR and MS-SSIM, :func:`bd_rate`) of our budget curve against WebP's budget curve,
+  over their overlap; WebP's curve uses only the budgets at which WebP fits every image (a mean
+  over a subset that drops the hardest images would flatter it), and the budgets used are listed;
+- BD-rate / BD-quality of our budget curve against each classic codec's quality sweep.
 
 This module also holds the pieces the other benchmarks share: loading a split at model size
-(:func:`load_split`), running the codec over a set (:func:`run_codec`), summarising a point
+(:func:`load_split`), encoding a set (:func:`encode_set`), summarising a point
 (:func:`summarise`), Markdown/JSON helpers and the CLI error convention (:func:`cli`).
 """
 
@@ -47,13 +57,15 @@ from runtime.codec import DEFAULT_STEPS
 from runtime.errors import CodecError, run_cli
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-DEFAULT_BITS = tuple(range(bitstream.MIN_BITS, bitstream.MAX_BITS + 1))
-BUDGETS = (64, 96, 128)
+BUDGETS = (40, 51, 64, 100, 150, 200, 300, 400)
+LEVEL_STRIDE = 4  # the per-level curve: every 4th level (and the finest)
 METRICS = ("psnr", "ssim", "ms_ssim", "l1", "mse")
 PSNR_CAP = 100.0
 PLOT_PSNR_TOP = 50.0
-PER_IMAGE_LIMIT = 512  # this codec's per-image values go into the JSON for at most this many images
+PER_IMAGE_LIMIT = 512  # per-image values go into the JSON for at most this many images
+SWEEP_STRIDE = {"AVIF": 2}  # AVIF encodes ~10 ms per 32x32 image: every other quality of its range
 OURS = "gancodec"
+WEBP_NAME = "WebP"
 
 
 # --- shared helpers ----------------------------------------------------------------------------
@@ -197,6 +209,12 @@ def measure(originals: np.ndarray, reconstructions: np.ndarray, sizes) -> dict:
     return out
 
 
+def subset(per_image: dict, mask) -> dict:
+    """The per-image arrays of the images where ``mask`` is true."""
+    mask = np.asarray(mask, bool)
+    return {k: np.asarray(v)[mask] for k, v in per_image.items()}
+
+
 def summarise(codec: str, setting: str, param, per_image: dict, keep_per_image: bool = True) -> dict:
     """One RD point: means over images (PSNR capped at PSNR_CAP), byte range, optionally per image."""
     psnr = np.minimum(per_image["psnr"], PSNR_CAP)
@@ -222,54 +240,139 @@ def summarise(codec: str, setting: str, param, per_image: dict, keep_per_image: 
             **{k: [round(float(v), 5) for v in (psnr if k == "psnr" else per_image[k])]
                for k in ("psnr", "ssim", "ms_ssim")},
         }
+        if "level" in per_image:
+            point["per_image"]["level"] = [int(v) for v in per_image["level"]]
     return point
 
 
-def run_codec(codec, images: np.ndarray, bits_list, steps: int = DEFAULT_STEPS, batch: int = 64,
-              progress: bool = True, keep_per_image: bool = True, **encode_options) -> list[dict]:
-    """Encode ``images`` (uint8 at model size) at each bit depth; one summarised point per depth.
+def encode_set(codec, images: np.ndarray, steps: int = DEFAULT_STEPS, batch: int = 64, bar=None,
+               **rate) -> dict:
+    """Encode ``images`` (uint8 at model size) in batches with ``Codec.compress(steps=steps, **rate)``.
 
-    Each batch goes through Codec.encode_detailed; bytes are the real files' lengths and the
-    metrics are measured on the decoder-exact reconstructions.
+    Returns the per-image arrays of :func:`measure` (bytes of the real files, metrics of the
+    decoder-exact reconstructions) plus ``level``, ``latent`` (False for a WebP payload),
+    ``clipped`` and the results themselves (``results``).
     """
     if batch < 1:
         raise CodecError("--batch must be at least 1")
-    for b in bits_list:
-        bitstream.quant_step(int(b))  # validates before any work
     images = np.asarray(images)
-    bar = progress_bar(len(images) * len(bits_list), f"{OURS} ({codec.bundle.name})", progress)
-    points = []
+    results = []
+    for start in range(0, len(images), batch):
+        chunk = images[start:start + batch]
+        results += codec.compress(list(chunk), steps=steps, **rate)
+        if bar is not None:
+            bar.update(len(chunk))
+    out = measure(images, np.stack([r.reconstruction for r in results]), [r.num_bytes for r in results])
+    out["level"] = np.array([-1 if r.level is None else r.level for r in results])
+    out["latent"] = np.array([r.kind == "latent" for r in results])
+    out["clipped"] = np.array([r.clipped for r in results])
+    out["results"] = results
+    return out
+
+
+def _point(per_image: dict, setting: str, param, keep: bool) -> dict:
+    point = summarise(OURS, setting, param, per_image, keep)
+    point["clipped_values"] = int(np.sum(per_image["clipped"]))
+    point["levels_used"] = sorted({int(v) for v in per_image["level"]})
+    return point
+
+
+def run_levels(codec, images: np.ndarray, levels, steps: int = DEFAULT_STEPS, batch: int = 64,
+               progress: bool = True, keep_per_image: bool = True) -> list[dict]:
+    """Our per-level curve: every image at each fixed rate ``level``; one point per level."""
+    bar = progress_bar(len(images) * len(levels), f"{OURS} levels", progress)
     try:
-        for b in bits_list:
-            data_sizes, recons, clipped = [], [], 0
-            for start in range(0, len(images), batch):
-                chunk = images[start:start + batch]
-                bar.set_postfix_str(f"bits={b}")
-                results = codec.encode_detailed(list(chunk), bits=int(b), steps=steps, **encode_options)
-                data_sizes += [r.num_bytes for r in results]
-                recons += [r.reconstruction for r in results]
-                clipped += sum(r.clipped for r in results)
-                bar.update(len(chunk))
-            point = summarise(OURS, f"bits={b}", int(b), measure(images, np.stack(recons), data_sizes),
-                              keep_per_image)
-            point["clipped_values"] = int(clipped)
-            points.append(point)
+        return [_point(encode_set(codec, images, steps, batch, bar, level=int(lv)), f"level={lv}", int(lv),
+                       keep_per_image) for lv in levels]
     finally:
         bar.close()
-    return points
+
+
+class CachedEncodings:
+    """One image's classic encodings by quality, computed once (the budget searches and the sweep
+    share them). Duck-types the ``qualities``/``encode`` of a :class:`runtime.classic.ClassicCodec`,
+    so its own searches (``best_fitting``) run over the cache."""
+
+    def __init__(self, classic, pixels: np.ndarray):
+        self.classic, self.pixels, self.files = classic, pixels, {}
+
+    @property
+    def qualities(self):
+        return self.classic.qualities
+
+    def encode(self, pixels, quality: int) -> bytes:
+        if quality not in self.files:
+            self.files[quality] = self.classic.encode(self.pixels, quality)
+        return self.files[quality]
+
+    def best_fitting(self, fits):
+        return type(self.classic).best_fitting(self, self.pixels, fits)
+
+
+def run_budgets(codec, images: np.ndarray, budgets, webp_cache: list, steps: int = DEFAULT_STEPS,
+                batch: int = 64, progress: bool = True, keep_per_image: bool = True) -> list[dict]:
+    """The per-image budget comparison: per budget B, our ``target_bytes=B`` files (model alone),
+    WebP per image at its highest quality whose whole file fits B, and how many images the encoder's
+    WebP fallback would have switched to WebP. ``webp_cache``: one :class:`CachedEncodings` per image."""
+    from runtime.classic import WEBP
+
+    model_id = codec.bundle.model_id_bytes
+    bar = progress_bar(len(images) * len(budgets), f"{OURS} budgets", progress)
+    rows = []
+    try:
+        for budget in budgets:
+            ours = encode_set(codec, images, steps, batch, bar, target_bytes=int(budget), fallback=False)
+            found = [c.best_fitting(lambda d, b=budget: len(d) <= b) for c in webp_cache]
+            fit = np.array([f is not None for f in found])
+            # what the encoder's fallback would do: WebP wrapped in a latent.bin (RIFF header implied)
+            # under the same budget, taken when its PSNR beats ours (runtime.codec's rule)
+            switch = 0
+            for i, c in enumerate(webp_cache):
+                wrapped = c.best_fitting(lambda d, b=budget: len(bitstream.pack_webp(d, model_id)) <= b)
+                if wrapped is not None and (ours["bytes"][i] > budget
+                                            or metrics.psnr(WEBP.decode(wrapped[1]), images[i]) > ours["psnr"][i]):
+                    switch += 1
+            row = {"budget": int(budget), "n": int(len(images)),
+                   "ours": _point(ours, f"≤{budget} B", int(budget), keep_per_image),
+                   "ours_over_budget": int(np.count_nonzero(ours["bytes"] > budget)),
+                   "fallback_would_switch": switch, "webp_fits": int(np.count_nonzero(fit)),
+                   "webp": None, "ours_on_webp_subset": None, "delta_psnr": None, "delta_ms_ssim": None}
+            if fit.any():
+                idx = np.flatnonzero(fit)
+                webp = measure(images[idx], np.stack([WEBP.decode(found[i][1]) for i in idx]),
+                               [len(found[i][1]) for i in idx])
+                row["webp"] = summarise(WEBP_NAME, f"≤{budget} B", int(budget), webp, False)
+                row["webp"]["qualities"] = [int(found[i][0]) for i in idx] if keep_per_image else None
+                if keep_per_image:
+                    row["webp"]["images"] = [int(i) for i in idx]
+                    row["webp"]["per_image"] = {"bytes": [int(b) for b in webp["bytes"]],
+                                                "psnr": [round(float(v), 5) for v in np.minimum(webp["psnr"], PSNR_CAP)]}
+                same = _point(subset({k: v for k, v in ours.items() if k != "results"}, fit), f"≤{budget} B",
+                              int(budget), False)
+                row["ours_on_webp_subset"] = same
+                row["delta_psnr"] = same["psnr"] - row["webp"]["psnr"]
+                row["delta_ms_ssim"] = same["ms_ssim"] - row["webp"]["ms_ssim"]
+            rows.append(row)
+    finally:
+        bar.close()
+    return rows
 
 
 def run_classic(classic, images: np.ndarray, progress: bool = True, keep_per_image: bool = True,
-                qualities=None) -> list[dict]:
-    """Encode every image with a classic codec at each quality (whole files); one point per quality."""
-    qualities = list(classic.qualities if qualities is None else qualities)
+                qualities=None, cache: list | None = None) -> list[dict]:
+    """Encode every image with a classic codec at each quality (whole files); one point per quality.
+    ``cache``: one :class:`CachedEncodings` per image to reuse (and fill)."""
+    if qualities is None:
+        qualities = classic.qualities[::SWEEP_STRIDE.get(classic.name, 1)]
+    qualities = list(qualities)
     sizes = {q: [] for q in qualities}
     recons = {q: [] for q in qualities}
     bar = progress_bar(len(images), classic.name, progress)
     try:
-        for img in images:
+        for i, img in enumerate(images):
+            source = cache[i] if cache is not None else CachedEncodings(classic, img)
             for q in qualities:
-                data = classic.encode(img, q)
+                data = source.encode(img, q)
                 sizes[q].append(len(data))
                 recons[q].append(classic.decode(data))
             bar.update(1)
@@ -349,211 +452,189 @@ def bd_quality(anchor_rates, anchor_quality, test_rates, test_quality) -> float 
     return float((_fit_integral(lt, qt, lo, hi) - _fit_integral(la, qa, lo, hi)) / (hi - lo))
 
 
-def quality_at_bytes(points: list[dict], num_bytes: float, key: str = "psnr") -> dict:
-    """A codec's ``key`` at ``num_bytes`` per image, linear in log-rate on its RD front.
-
-    Returns {"value", "status"}: status 'interpolated', 'below' (the codec's smallest files are
-    larger: value None, with its smallest point) or 'above' (beyond its largest point).
-    """
-    r, q = rd_front([p["bytes"] for p in points], [p[key] for p in points])
-    if len(r) == 0:
-        return {"value": None, "status": "none"}
-    if num_bytes < r[0]:
-        return {"value": None, "status": "below", "smallest_bytes": float(r[0]), "smallest_value": float(q[0])}
-    if num_bytes > r[-1]:
-        return {"value": float(q[-1]), "status": "above", "largest_bytes": float(r[-1])}
-    return {"value": float(np.interp(np.log(num_bytes), np.log(r), q)), "status": "interpolated"}
+def budget_curve(rows: list[dict], who: str, complete_only: bool = False) -> list[dict]:
+    """The per-budget points of ``who`` ('ours' or 'webp'); with ``complete_only`` only the budgets
+    where WebP fits every image."""
+    return [r[who] for r in rows if r[who] is not None and (not complete_only or r["webp_fits"] == r["n"])]
 
 
-def best_within(points: list[dict], budget: float, key: str = "psnr") -> dict | None:
-    """The point with the best mean ``key`` among those whose mean bytes fit ``budget``."""
-    fitting = [p for p in points if p["bytes"] <= budget]
-    return max(fitting, key=lambda p: p[key]) if fitting else None
+def bd_entry(anchor: list[dict], test: list[dict]) -> dict:
+    """BD-rate (PSNR, MS-SSIM) and BD-quality of ``test`` against ``anchor`` (lists of points)."""
+    entry = {}
+    r_a, r_t = [p["bytes"] for p in anchor], [p["bytes"] for p in test]
+    for key in ("psnr", "ms_ssim"):
+        q_a, q_t = [p[key] for p in anchor], [p[key] for p in test]
+        entry[f"bd_rate_{key}_percent"] = bd_rate(r_a, q_a, r_t, q_t) if anchor and test else None
+        entry[f"bd_{key}"] = bd_quality(r_a, q_a, r_t, q_t) if anchor and test else None
+    entry["anchor_bytes_range"] = [min(r_a), max(r_a)] if r_a else None
+    entry["ours_bytes_range"] = [min(r_t), max(r_t)] if r_t else None
+    return entry
 
 
-def winners(curves: dict[str, list[dict]], budgets=BUDGETS) -> dict:
-    """Per budget: each codec's best point within it (by mean PSNR) and the winner."""
-    out = {}
-    for budget in budgets:
-        by_codec = {}
-        for name, points in curves.items():
-            p = best_within(points, budget)
-            by_codec[name] = None if p is None else {k: p[k] for k in ("setting", "bytes", "psnr", "ms_ssim", "ssim")}
-        reached = {k: v for k, v in by_codec.items() if v is not None}
-        win = max(reached, key=lambda k: reached[k]["psnr"]) if reached else None
-        out[str(budget)] = {"winner": win, "by_codec": by_codec}
-    return out
-
-
-def compare(ours: list[dict], classic: dict[str, list[dict]]) -> tuple[dict, dict]:
-    """BD figures and equal-bytes comparisons of our curve against each classic curve."""
-    bd, equal = {}, {}
-    r_o = [p["bytes"] for p in ours]
+def compare(budget_rows: list[dict], classic: dict[str, list[dict]]) -> dict:
+    """BD figures of our budget curve: vs WebP's budget curve (budgets where it fits every image)
+    and vs each classic codec's quality sweep."""
+    ours = budget_curve(budget_rows, "ours")
+    webp = budget_curve(budget_rows, "webp", complete_only=True)
+    bd = {"WebP budgets": {**bd_entry(webp, ours), "budgets": [p["param"] for p in webp]}}
     for name, pts in classic.items():
-        r_c = [p["bytes"] for p in pts]
-        entry = {}
-        for key, label in (("psnr", "psnr"), ("ms_ssim", "ms_ssim")):
-            q_o, q_c = [p[key] for p in ours], [p[key] for p in pts]
-            entry[f"bd_rate_{label}_percent"] = bd_rate(r_c, q_c, r_o, q_o)
-            entry[f"bd_{label}"] = bd_quality(r_c, q_c, r_o, q_o)
-        entry["overlap_bytes"] = bool(entry["bd_psnr"] is not None)
-        entry["classic_bytes_range"] = [min(r_c), max(r_c)]
-        entry["ours_bytes_range"] = [min(r_o), max(r_o)]
-        bd[name] = entry
-        rows = []
-        for p in ours:
-            at = quality_at_bytes(pts, p["bytes"], "psnr")
-            ms = quality_at_bytes(pts, p["bytes"], "ms_ssim")
-            rows.append({"setting": p["setting"], "bytes": p["bytes"], "psnr": p["psnr"], "ms_ssim": p["ms_ssim"],
-                         "classic_psnr": at["value"], "classic_ms_ssim": ms["value"], "status": at["status"],
-                         **({"classic_smallest_bytes": at["smallest_bytes"], "classic_smallest_psnr": at["smallest_value"],
-                             "classic_smallest_ms_ssim": ms.get("smallest_value")} if at["status"] == "below" else {})})
-        equal[name] = rows
-    return bd, equal
+        bd[f"{name} sweep"] = bd_entry(pts, ours)
+    return bd
 
 
 # --- the benchmark -----------------------------------------------------------------------------
 
-def benchmark(model, data, split: str = "val", limit: int | None = None, steps: int = DEFAULT_STEPS,
-              bits=DEFAULT_BITS, batch: int = 64, codecs=None, progress: bool = True,
-              per_image_limit: int = PER_IMAGE_LIMIT) -> dict:
-    """Run the whole RD benchmark; returns the JSON-ready result (see the module docstring)."""
+def default_levels(levels: int) -> list[int]:
+    """Every LEVEL_STRIDE-th level and the finest."""
+    return sorted(set(range(0, levels, LEVEL_STRIDE)) | {levels - 1})
+
+
+def choose_classic(codecs) -> list:
     from benchmarks.codecs import available_codecs
+
+    available = available_codecs()
+    if codecs is None:
+        return list(available.values())
+    unknown = [c for c in codecs if c not in available]
+    if unknown:
+        raise CodecError(f"unknown or unavailable classic codec(s) {', '.join(unknown)}; "
+                         f"available: {', '.join(available) or 'none'}")
+    return [available[c] for c in codecs]
+
+
+def benchmark(model, data, split: str = "val", limit: int | None = None, steps: int = DEFAULT_STEPS,
+              budgets=BUDGETS, levels=None, batch: int = 64, codecs=None, progress: bool = True,
+              per_image_limit: int = PER_IMAGE_LIMIT) -> dict:
+    """Run the whole RD benchmark; returns the JSON-ready result (see the module docstring).
+    ``levels``: the fixed levels of our per-level curve (None: every 4th; [] for none)."""
+    from runtime.classic import WEBP
     from runtime.codec import Codec
 
     if steps < 0:
         raise CodecError("--steps must be >= 0")
-    bits = [int(b) for b in bits]
-    for b in bits:
-        bitstream.quant_step(b)
-    available = available_codecs()
-    if codecs is None:
-        chosen = list(available.values())
-    else:
-        unknown = [c for c in codecs if c not in available]
-        if unknown:
-            raise CodecError(f"unknown or unavailable classic codec(s) {', '.join(unknown)}; "
-                             f"available: {', '.join(available) or 'none'}")
-        chosen = [available[c] for c in codecs]
+    budgets = sorted({int(b) for b in budgets})
+    if not budgets or budgets[0] < 1:
+        raise CodecError("--budgets must be positive byte counts")
+    chosen = choose_classic(codecs)
     codec = Codec(model)
     bundle = codec.bundle
+    levels = default_levels(bundle.levels) if levels is None else sorted({int(v) for v in levels})
+    bad = [v for v in levels if not 0 <= v < bundle.levels]
+    if bad:
+        raise CodecError(f"--levels must be 0..{bundle.levels - 1} for this model, got {bad}")
     images = load_split(data, bundle.image_size, split, limit)
     keep = len(images) <= per_image_limit
     timing = {}
-    t0 = time.perf_counter()
-    ours = run_codec(codec, images, bits, steps=steps, batch=batch, progress=progress, keep_per_image=keep)
-    timing[OURS] = time.perf_counter() - t0
+    webp_cache = [CachedEncodings(WEBP, im) for im in images]
     classic = {}
     for c in chosen:
         t0 = time.perf_counter()
-        classic[c.name] = run_classic(c, images, progress=progress, keep_per_image=False)
-        timing[c.name] = time.perf_counter() - t0
-    bd, equal = compare(ours, classic)
-    curves = {OURS: ours, **classic}
+        classic[c.name] = run_classic(c, images, progress, False, cache=webp_cache if c is WEBP else None)
+        timing[f"{c.name} sweep"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rows = run_budgets(codec, images, budgets, webp_cache, steps, batch, progress, keep)
+    timing[f"{OURS} budgets + WebP fits"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    per_level = run_levels(codec, images, levels, steps, batch, progress, keep) if levels else []
+    timing[f"{OURS} levels"] = time.perf_counter() - t0
     return {
         "kind": "rd",
+        "version": 2,
         "created": now(),
         "model": {"name": bundle.name, "directory": str(bundle.directory), "model_id": bundle.model_id,
-                  "latent_dim": bundle.latent_dim, "image_size": bundle.image_size,
-                  "default_bits": bundle.default_bits, "dataset": bundle.manifest.get("dataset")},
+                  "latent_shape": list(bundle.latent_shape), "levels": bundle.levels,
+                  "default_level": codec.default_level, "image_size": bundle.image_size,
+                  "dataset": bundle.manifest.get("dataset"), "validation": bundle.manifest.get("validation")},
         "data": {"path": str(data), "split": split, "limit": limit, "n_images": int(len(images))},
-        "settings": {"steps": steps, "bits": bits, "batch": batch, "psnr_cap": PSNR_CAP,
-                     "per_image": keep, "classic": {c.name: {"qualities": list(c.qualities),
-                                                             "options": dict(c.options)} for c in chosen}},
+        "settings": {"steps": steps, "budgets": budgets, "levels": levels, "batch": batch, "fallback": False,
+                     "psnr_cap": PSNR_CAP, "per_image": keep,
+                     "classic": {c.name: {"qualities": list(c.qualities[::SWEEP_STRIDE.get(c.name, 1)]),
+                                          "options": dict(c.options)} for c in chosen}},
         "timing_s": timing,
-        "curves": curves,
-        "bd": bd,
-        "equal_bytes": equal,
-        "budgets": winners(curves),
+        "budgets": rows,
+        "curves": {OURS: budget_curve(rows, "ours"), f"{WEBP_NAME} budgets": budget_curve(rows, "webp"),
+                   f"{OURS} levels": per_level, **classic},
+        "bd": compare(rows, classic),
     }
 
 
 # --- reports -----------------------------------------------------------------------------------
 
-def winner_text(entry: dict) -> str:
-    if entry["winner"] is None:
-        return "nobody can reach it"
-    w = entry["by_codec"][entry["winner"]]
-    return f"{entry['winner']} ({w['setting']}, {w['bytes']:.1f} B, {w['psnr']:.2f} dB)"
-
-
-def winners_markdown(result: dict) -> str:
-    """Table: per budget the winner and each codec's best point within it."""
-    names = list(result["curves"])
+def budget_rows_markdown(result: dict) -> str:
+    """Table: per budget, ours (all images) vs WebP (on the images it fits) and ours on those."""
     rows = []
-    for budget, entry in result["budgets"].items():
-        cells = []
-        for n in names:
-            p = entry["by_codec"][n]
-            cells.append("cannot reach" if p is None else f"{p['psnr']:.2f} dB ({p['setting']}, {p['bytes']:.0f} B)")
-        rows.append([f"{budget} B", winner_text(entry)] + cells)
-    return md_table(["budget", "winner"] + names, rows)
+    for r in result["budgets"]:
+        o, w, s = r["ours"], r["webp"], r["ours_on_webp_subset"]
+        rows.append([f"{r['budget']} B", f"{o['bytes']:.1f}", f"{o['psnr']:.2f}", f"{o['ms_ssim']:.4f}",
+                     f"{r['webp_fits']}/{r['n']}",
+                     "—" if w is None else f"{w['bytes']:.1f}", "—" if w is None else f"{w['psnr']:.2f}",
+                     "—" if w is None else f"{w['ms_ssim']:.4f}",
+                     "—" if s is None else f"{s['psnr']:.2f}", "—" if s is None else f"{s['ms_ssim']:.4f}",
+                     "—" if r["delta_psnr"] is None else f"{r['delta_psnr']:+.2f}",
+                     "—" if r["delta_ms_ssim"] is None else f"{r['delta_ms_ssim']:+.4f}",
+                     r["fallback_would_switch"]])
+    return md_table(["budget", "our bytes", "our PSNR", "our MS-SSIM", "WebP fits", "WebP bytes", "WebP PSNR",
+                     "WebP MS-SSIM", "ours, same images: PSNR", "MS-SSIM", "Δ PSNR dB", "Δ MS-SSIM",
+                     "fallback would switch"], rows)
 
 
 def bd_markdown(result: dict) -> str:
-    """Table: BD-rate and BD-quality of this codec against each classic codec."""
+    """Table: BD-rate and BD-quality of our budget curve against WebP's budget curve and each sweep."""
     rows = []
     for name, e in result["bd"].items():
-        rows.append([name, fmt(e["bd_rate_psnr_percent"], 1), fmt(e["bd_psnr"], 2),
+        anchor = e["anchor_bytes_range"]
+        label = name + (f" ({', '.join(map(str, e['budgets']))} B)" if e.get("budgets") else "")
+        rows.append([label, fmt(e["bd_rate_psnr_percent"], 1), fmt(e["bd_psnr"], 2),
                      fmt(e["bd_rate_ms_ssim_percent"], 1), fmt(e["bd_ms_ssim"], 4),
+                     "—" if not e["ours_bytes_range"] else
                      f"{e['ours_bytes_range'][0]:.0f}–{e['ours_bytes_range'][1]:.0f}",
-                     f"{e['classic_bytes_range'][0]:.0f}–{e['classic_bytes_range'][1]:.0f}"])
+                     "—" if not anchor else f"{anchor[0]:.0f}–{anchor[1]:.0f}"])
     return md_table(["vs", "BD-rate (PSNR) %", "BD-PSNR dB", "BD-rate (MS-SSIM) %", "BD-MS-SSIM",
                      "our bytes", "their bytes"], rows)
 
 
 def markdown(result: dict) -> str:
     m, d, s = result["model"], result["data"], result["settings"]
-    lines = [f"# Rate–distortion: {OURS} `{m['name']}` vs classic codecs", "",
-             f"Model `{m['name']}` (id {m['model_id'][:12]}…, latent {m['latent_dim']}, "
-             f"{m['image_size']}×{m['image_size']}), data `{d['path']}` split `{d['split']}`, "
-             f"{d['n_images']} images, {s['steps']} inversion steps, bits {', '.join(map(str, s['bits']))}. "
-             f"Bytes are whole files per image; metrics are means of per-image values "
-             f"(PSNR capped at {s['psnr_cap']:.0f} dB). Created {result['created']}.", ""]
-    lossless = {n: max(p["lossless"] for p in pts) for n, pts in result["curves"].items()}
-    lossless = {n: v for n, v in lossless.items() if v}
-    if lossless:
-        lines += ["Note: some settings reproduce images exactly (PSNR = inf, counted as "
-                  f"{s['psnr_cap']:.0f} dB), which lifts their mean PSNR: "
-                  + ", ".join(f"{n} up to {v} of {d['n_images']} images" for n, v in lossless.items())
-                  + ". The column 'PSNR(MSE)' (PSNR of the mean MSE) is not affected.", ""]
-    lines += ["## Winner at a byte budget", "",
-              "Per codec the best mean-PSNR setting whose mean file size fits the budget.", "",
-              winners_markdown(result), "",
-              "## Bjøntegaard deltas (this codec vs each classic codec)", "",
+    lines = [f"# Rate–distortion: {OURS} `{m['name']}` vs WebP, JPEG, AVIF", "",
+             f"Model `{m['name']}` (id {m['model_id'][:12]}…, latent {'×'.join(map(str, m['latent_shape']))}, "
+             f"{m['levels']} rate levels, {m['image_size']}×{m['image_size']}), data `{d['path']}` split "
+             f"`{d['split']}`, {d['n_images']} images, {s['steps']} refinement steps. Ours is the model alone "
+             f"(`compress(target_bytes=B, fallback=False)`: never a WebP payload). Bytes are whole files per "
+             f"image; metrics are means of per-image values (PSNR capped at {s['psnr_cap']:.0f} dB). "
+             f"Created {result['created']}.", "",
+             "## Per-image byte budgets", "",
+             "Ours: every image's file ≤ B (the finest level that fits). WebP: per image the highest quality "
+             "whose whole file fits B; images where even quality 0 does not fit are left out of WebP's means "
+             "(\"WebP fits\"), and ours on the same images is given next to it. Δ = ours − WebP on those images. "
+             "\"Fallback would switch\": images for which the encoder's default WebP fallback would have written "
+             "a WebP payload instead (a better PSNR in the budget).", "",
+             budget_rows_markdown(result), ""]
+    over = [f"{r['budget']} B: {r['ours_over_budget']}" for r in result["budgets"] if r["ours_over_budget"]]
+    if over:
+        lines += ["Budgets our coarsest level cannot meet for some images (files over the budget): "
+                  + ", ".join(over) + ".", ""]
+    lines += ["## Bjøntegaard deltas (our budget curve vs WebP's budget curve and each quality sweep)", "",
               "BD-rate: average change in bytes for equal quality (negative = we need fewer bytes); "
-              "BD-PSNR / BD-MS-SSIM: average quality change at equal bytes. "
-              "Cubic fits in log-rate over the overlapping interval; — where the curves do not overlap.", "",
-              bd_markdown(result), ""]
-    lines += ["## Quality at equal bytes", "",
-              "The classic codec's PSNR at our mean file size (linear in log-rate on its curve); "
-              "where its smallest file is larger than ours, its smallest file instead.", ""]
-    rows = []
-    for name, entries in result["equal_bytes"].items():
-        for e in entries:
-            if e["status"] == "below":
-                theirs = (f"cannot go this small; smallest {e['classic_smallest_bytes']:.0f} B at "
-                          f"{e['classic_smallest_psnr']:.2f} dB")
-            elif e["status"] == "above":
-                theirs = f"≥ {fmt(e['classic_psnr'])} dB (beyond its largest file)"
-            else:
-                theirs = f"{fmt(e['classic_psnr'])} dB / MS-SSIM {fmt(e['classic_ms_ssim'], 4)}"
-            rows.append([name, e["setting"], f"{e['bytes']:.1f}", f"{e['psnr']:.2f}", f"{e['ms_ssim']:.4f}", theirs])
-    lines += [md_table(["vs", "our setting", "bytes", "our PSNR", "our MS-SSIM", "theirs at these bytes"], rows), ""]
-    lines += ["## All points", ""]
+              "BD-PSNR / BD-MS-SSIM: average quality change at equal bytes. Cubic fits in log-rate over the "
+              "overlap; — where the curves do not overlap. WebP's budget curve uses only the budgets (listed) "
+              "at which WebP fits every image.", "",
+              bd_markdown(result), "", "## All points", ""]
     for name, points in result["curves"].items():
-        rows = [[p["setting"], f"{p['bytes']:.1f}", f"{p['bytes_min']}–{p['bytes_max']}", f"{p['bpp']:.3f}",
+        if not points:
+            continue
+        rows = [[p["setting"], p["n"], f"{p['bytes']:.1f}", f"{p['bytes_min']}–{p['bytes_max']}", f"{p['bpp']:.3f}",
                  f"{p['psnr']:.2f}", f"{p['psnr_of_mean_mse']:.2f}", f"{p['ssim']:.4f}", f"{p['ms_ssim']:.4f}",
                  f"{p['l1']:.0f}", f"{p['mse']:.1f}"] for p in points]
-        lines += [f"### {name}", "", md_table(["setting", "bytes", "range", "bpp", "PSNR", "PSNR(MSE)", "SSIM",
-                                               "MS-SSIM", "L1", "MSE"], rows), ""]
+        lines += [f"### {name}", "", md_table(["setting", "images", "bytes", "range", "bpp", "PSNR", "PSNR(MSE)",
+                                               "SSIM", "MS-SSIM", "L1", "MSE"], rows), ""]
     t = result["timing_s"]
     lines += ["Wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()) + ".", ""]
     return "\n".join(lines)
 
 
 def plot(result: dict, path: Path) -> Path:
-    """Two panels: mean bytes per image vs mean PSNR and vs mean MS-SSIM (log bytes axis)."""
+    """Two panels, PSNR and MS-SSIM against mean bytes per image (log axis): our budget curve, WebP's
+    budget curve (hollow markers where it fits only some images), our per-level curve, the sweeps."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -561,33 +642,51 @@ def plot(result: dict, path: Path) -> Path:
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     styles = {"JPEG": ("tab:blue", "s"), "WebP": ("tab:green", "^"), "AVIF": ("tab:purple", "D")}
+    curves = result["curves"]
+    rows = result["budgets"]
     for ax, key, label in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "ms_ssim", "MS-SSIM")):
-        for name, points in result["curves"].items():
-            r = [p["bytes"] for p in points]
-            q = [p[key] for p in points]
-            if name == OURS:
-                ax.plot(r, q, "o-", color="tab:red", lw=2.2, ms=5, label=f"{OURS} ({result['model']['name']})", zorder=5)
-                for p in points:
-                    ax.annotate(str(p["param"]), (p["bytes"], p[key]), textcoords="offset points", xytext=(4, -10),
-                                fontsize=7, color="tab:red")
-            else:
-                color, marker = styles.get(name, ("gray", "."))
-                ax.plot(r, q, marker + "-", color=color, lw=1.2, ms=3, label=name, alpha=0.85)
-        for b in BUDGETS:
-            ax.axvline(b, color="gray", ls=":", lw=0.8)
-        top = max(p[key] for pts in result["curves"].values() for p in pts)
-        if key == "psnr" and top > PLOT_PSNR_TOP:  # e.g. JPEG re-encoding JPEG-born images exactly
+        for name, points in curves.items():
+            if not points or name in (OURS, f"{WEBP_NAME} budgets", f"{OURS} levels"):
+                continue
+            color, marker = styles.get(name, ("gray", "."))
+            ax.plot([p["bytes"] for p in points], [p[key] for p in points], marker + "-", color=color, lw=0.9,
+                    ms=2.5, alpha=0.6, label=f"{name} (quality sweep)")
+        if curves.get(f"{OURS} levels"):
+            pts = curves[f"{OURS} levels"]
+            ax.plot([p["bytes"] for p in pts], [p[key] for p in pts], "o:", color="tab:orange", lw=1.2, ms=3,
+                    label=f"{OURS}, fixed levels")
+        ours = curves[OURS]
+        ax.plot([p["bytes"] for p in ours], [p[key] for p in ours], "o-", color="tab:red", lw=2.2, ms=5,
+                label=f"{OURS} ({result['model']['name']}), ≤ B per image", zorder=5)
+        for p in ours:
+            ax.annotate(f"{p['param']}", (p["bytes"], p[key]), textcoords="offset points", xytext=(4, -10),
+                        fontsize=7, color="tab:red")
+        full = [r["webp"] for r in rows if r["webp"] is not None and r["webp_fits"] == r["n"]]
+        part = [r for r in rows if r["webp"] is not None and r["webp_fits"] < r["n"]]
+        web = [r["webp"] for r in rows if r["webp"] is not None]
+        if web:
+            ax.plot([p["bytes"] for p in web], [p[key] for p in web], "--", color="darkgreen", lw=1.8, zorder=4,
+                    label="WebP, ≤ B per image (hollow: fits some images)")
+            ax.plot([p["bytes"] for p in full], [p[key] for p in full], "^", color="darkgreen", ms=6, zorder=4)
+            ax.plot([r["webp"]["bytes"] for r in part], [r["webp"][key] for r in part], "^", mfc="none",
+                    color="darkgreen", ms=6, zorder=4)
+            for r in part:
+                ax.annotate(f"{r['webp_fits']}/{r['n']}", (r["webp"]["bytes"], r["webp"][key]),
+                            textcoords="offset points", xytext=(4, 4), fontsize=6, color="darkgreen")
+        for b in result["settings"]["budgets"]:
+            ax.axvline(b, color="gray", ls=":", lw=0.6)
+        top = max((p[key] for pts in curves.values() for p in pts), default=0)
+        if key == "psnr" and top > PLOT_PSNR_TOP:
             ax.set_ylim(top=PLOT_PSNR_TOP)
-            ax.text(0.01, 0.99, f"axis cut at {PLOT_PSNR_TOP:.0f} dB (max {top:.0f})", transform=ax.transAxes,
-                    fontsize=7, va="top", color="gray")
         ax.set_xscale("log")
+        ax.set_xlim(20, max(600, max(result["settings"]["budgets"]) * 1.5))
         ax.set_xlabel("bytes per image (whole file)")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     d = result["data"]
     fig.suptitle(f"{result['model']['name']}: {d['n_images']} {d['split']} images, "
-                 f"{result['settings']['steps']} steps (labels: bits)", fontsize=10)
+                 f"{result['settings']['steps']} steps (labels: budget B)", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -616,41 +715,47 @@ def parse_args(argv=None):
     p.add_argument("--split", default="val", choices=["train", "val"])
     p.add_argument("--limit", type=int, help="only the first N images of the split")
     p.add_argument("--out", default=str(RESULTS_DIR), help="output directory (default benchmarks/results)")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"inversion steps per image (default {DEFAULT_STEPS})")
-    p.add_argument("--bits", default=f"{DEFAULT_BITS[0]}-{DEFAULT_BITS[-1]}",
-                   help="bit depths, e.g. 2,3,4 or 2-7 (default 2-9)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"refinement steps (default {DEFAULT_STEPS})")
+    p.add_argument("--budgets", default=",".join(map(str, BUDGETS)),
+                   help="per-image byte budgets (default " + ",".join(map(str, BUDGETS)) + ")")
+    p.add_argument("--levels", help=f"fixed levels of the per-level curve, e.g. 0,4,8 (default every "
+                                    f"{LEVEL_STRIDE}th and the finest; 'none' to skip)")
     p.add_argument("--batch", type=int, default=64, help="images encoded together (default 64)")
-    p.add_argument("--codecs", help="classic codecs to compare, e.g. JPEG,WebP (default all available)")
+    p.add_argument("--codecs", help="classic codecs to sweep, e.g. JPEG,WebP (default all available; the "
+                                    "WebP budget comparison always runs)")
     p.add_argument("--per-image-limit", type=int, default=PER_IMAGE_LIMIT,
-                   help=f"store this codec's per-image values when there are at most this many images "
-                        f"(default {PER_IMAGE_LIMIT}; classic codecs: means only)")
+                   help=f"store per-image values when there are at most this many images (default {PER_IMAGE_LIMIT})")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
 
 def quiet_tensorflow() -> None:
-    """Keep TensorFlow's Python warnings (e.g. tf.function retracing) off the console."""
-    import logging
+    """Keep TensorFlow's log lines and Python warnings off the console (``runtime.quiet``)."""
+    from runtime.quiet import quiet_tensorflow as quiet
 
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    quiet()
 
 
 def run(argv=None) -> int:
     args = parse_args(argv)
     quiet_tensorflow()
-    bits = parse_int_list(args.bits, "--bits")
+    budgets = parse_int_list(args.budgets, "--budgets")
+    levels = None
+    if args.levels is not None:
+        levels = [] if args.levels.strip().lower() == "none" else parse_int_list(args.levels, "--levels")
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()] if args.codecs else None
-    result = benchmark(args.model, args.data, args.split, args.limit, args.steps, bits, args.batch,
+    result = benchmark(args.model, args.data, args.split, args.limit, args.steps, budgets, levels, args.batch,
                        codecs, progress=not args.no_progress, per_image_limit=args.per_image_limit)
     paths = write_reports(result, Path(args.out), f"rd_{result['model']['name']}")
-    for budget, entry in result["budgets"].items():
-        print(f"{budget:>4} B: {winner_text(entry)}")
+    for r in result["budgets"]:
+        o, w = r["ours"], r["webp"]
+        theirs = (f"WebP fits {r['webp_fits']}/{r['n']}: {w['bytes']:.1f} B {w['psnr']:.2f} dB, "
+                  f"Δ {r['delta_psnr']:+.2f} dB on those" if w else f"WebP fits 0/{r['n']}")
+        print(f"{r['budget']:>4} B: ours {o['bytes']:.1f} B {o['psnr']:.2f} dB MS-SSIM {o['ms_ssim']:.4f}; {theirs}")
     for name, e in result["bd"].items():
-        if e["bd_psnr"] is None:
-            print(f"vs {name}: no overlap (our bytes {e['ours_bytes_range'][0]:.0f}–{e['ours_bytes_range'][1]:.0f}, "
-                  f"theirs {e['classic_bytes_range'][0]:.0f}–{e['classic_bytes_range'][1]:.0f})")
-        else:
-            print(f"vs {name}: BD-rate {fmt(e['bd_rate_psnr_percent'], 1)} %, BD-PSNR {fmt(e['bd_psnr'])} dB")
+        print(f"vs {name}: BD-rate (PSNR) {fmt(e['bd_rate_psnr_percent'], 1)} %, "
+              f"(MS-SSIM) {fmt(e['bd_rate_ms_ssim_percent'], 1)} %, BD-PSNR {fmt(e['bd_psnr'])} dB")
+    print("wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in result["timing_s"].items()))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 

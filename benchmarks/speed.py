@@ -2,11 +2,14 @@
 
 Speed of one model bundle on this machine's CPU (onnxruntime, CPU provider):
 
-- decode latency at batch 1 (p50/p95): the generator alone (``bundle.generate`` on one latent) and
-  the full ``Codec.decode(bytes)`` (header, CRC, range decoding, dequantization, generator);
+- decode latency at batch 1 (p50/p95) of a real file at the default level: the generator alone
+  (``bundle.generate`` on one dequantized latent), the entropy decode alone (header, CRC, range
+  decoding of the symbols: ``bitstream.unpack_latent``, also in µs per file) and the whole
+  ``Codec.decompress(bytes)``;
 - decode throughput at batch 256 (images/s);
-- encode milliseconds per image by batch size (1, 16, 64) and inversion steps (0, 25, 50, 100), after
-  one warm-up encode (whose time, mostly loading TensorFlow and the mirror, is reported apart);
+- encode milliseconds per image by batch size (1, 16, 64) and refinement steps (0 and the default
+  ``DEFAULT_STEPS``), at the default level, after one warm-up encode (whose time, mostly loading
+  TensorFlow and the mirror, is reported apart);
 - peak memory (``resource.getrusage`` maxrss): after batch-1 decoding (numpy, onnxruntime, Pillow,
   constriction: what a decoder needs), after the batch-256 throughput run, and at the end
   (TensorFlow and the encoding batches included);
@@ -33,10 +36,11 @@ import numpy as np
 
 from benchmarks.rd import RESULTS_DIR, cli, fmt, md_table, now, quiet_tensorflow, save_results
 from runtime import bitstream
+from runtime.codec import DEFAULT_STEPS
 from runtime.errors import CodecError
 
 FULL = {"repeats": 200, "throughput_batch": 256, "throughput_repeats": 5, "batch_sizes": (1, 16, 64),
-        "steps": (0, 25, 50, 100), "classic_repeats": 50, "matmul_n": 2048}
+        "steps": (0, DEFAULT_STEPS), "classic_repeats": 50, "matmul_n": 2048}
 QUICK = {"repeats": 10, "throughput_batch": 16, "throughput_repeats": 2, "batch_sizes": (1, 4),
          "steps": (0, 2), "classic_repeats": 3, "matmul_n": 256}
 CLASSIC_QUALITY = 75
@@ -149,11 +153,14 @@ def matmul_gflops(n: int = 1024, threads: int | None = None, repeats: int = 10) 
 
 # --- the benchmark -----------------------------------------------------------------------------
 
-def sample_images(bundle, n: int, seed: int = 0) -> np.ndarray:
-    from runtime.images import from_unit_range
-
-    z = np.random.default_rng(seed).standard_normal((n, bundle.latent_dim)).astype(np.float32)
-    return from_unit_range(bundle.generate(z))
+def sample_images(codec, n: int, seed: int = 0) -> np.ndarray:
+    """Images decoded from random symbols at the default level (timing does not depend on content)."""
+    bundle = codec.bundle
+    model = bundle.entropy
+    level = codec.default_level
+    scaled = np.random.default_rng(seed).standard_normal((n, *bundle.latent_shape)).astype(np.float32) * 2
+    symbols = np.stack([model.clip(level, np.rint(s))[0] for s in scaled])
+    return codec.synthesize(symbols, level)
 
 
 def classic_speed(images: np.ndarray, repeats: int, quality: int = CLASSIC_QUALITY) -> dict:
@@ -178,39 +185,40 @@ def measure_speed(model=None, threads: int = 1, quick: bool = False, progress: b
         raise CodecError("--threads must be at least 1")
     codec = Codec(model, threads=threads)
     bundle = codec.bundle
-    bits = bundle.default_bits
-    rng = np.random.default_rng(0)
+    level = codec.default_level
     note = lambda msg: print(msg, file=sys.stderr, flush=True) if progress else None  # noqa: E731
+    targets = sample_images(codec, max(max(cfg["batch_sizes"]), cfg["throughput_batch"]))
 
-    # decode: generator alone, full Codec.decode, throughput
+    # decode: a real file at the default level (its symbols from the encoder, no refinement)
     note("decode latency ...")
-    z1 = rng.standard_normal((1, bundle.latent_dim)).astype(np.float32)
-    symbols, _ = bitstream.quantize(z1[0], bits)
-    data = bitstream.pack(symbols, bits, bundle.model_id_bytes, "range")
-    gen = latency(timings(lambda: bundle.generate(z1), cfg["repeats"]))
-    dec = latency(timings(lambda: codec.decode(data), cfg["repeats"]))
+    data = codec.compress(list(targets[:1]), level=level, steps=0)[0].data
+    _, _, symbols = bitstream.unpack_latent(data, bundle.model_id_bytes, bundle.entropy)
+    y1 = bundle.entropy.dequantize(level, symbols)[None].astype(np.float32)
+    gen = latency(timings(lambda: bundle.generate(y1), cfg["repeats"]))
+    entropy = latency(timings(lambda: bitstream.unpack_latent(data, bundle.model_id_bytes, bundle.entropy),
+                              cfg["repeats"]))
+    dec = latency(timings(lambda: codec.decompress(data), cfg["repeats"]))
     decode1_peak = peak_rss_mb()
-    zb = rng.standard_normal((cfg["throughput_batch"], bundle.latent_dim)).astype(np.float32)
-    tb = timings(lambda: bundle.generate(zb), cfg["throughput_repeats"], warmup=1)
+    yb = np.repeat(y1, cfg["throughput_batch"], axis=0)
+    tb = timings(lambda: bundle.generate(yb), cfg["throughput_repeats"], warmup=1)
     throughput = {"batch": cfg["throughput_batch"], "images_per_s": float(cfg["throughput_batch"] / np.median(tb)),
                   "ms_per_image": float(np.median(tb) * 1000 / cfg["throughput_batch"])}
     decode_peak = peak_rss_mb()
 
     # classic codecs on the same images
     note("classic codecs ...")
-    targets = sample_images(bundle, max(cfg["batch_sizes"]))
     classic = classic_speed(targets[:8], cfg["classic_repeats"])
 
     # encode
     note("encode (first call loads TensorFlow and the mirror) ...")
     t0 = time.perf_counter()
-    codec.encode_detailed(list(targets[:1]), bits=bits, steps=4)
+    codec.compress(list(targets[:1]), level=level, steps=4)
     first_call = time.perf_counter() - t0
     encode = []
     for bs in cfg["batch_sizes"]:
         for steps in cfg["steps"]:
             t0 = time.perf_counter()
-            codec.encode_detailed(list(targets[:bs]), bits=bits, steps=steps)
+            codec.compress(list(targets[:bs]), level=level, steps=steps)
             dt = time.perf_counter() - t0
             encode.append({"batch": bs, "steps": steps, "seconds": dt, "ms_per_image": dt * 1000 / bs})
             note(f"  batch {bs:3d}, {steps:3d} steps: {dt * 1000 / bs:8.1f} ms/image")
@@ -250,10 +258,13 @@ def measure_speed(model=None, threads: int = 1, quick: bool = False, progress: b
                     "platform": platform.platform(), "python": platform.python_version(),
                     "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
                     "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
-        "model": {"name": bundle.name, "model_id": bundle.model_id, "latent_dim": bundle.latent_dim,
-                  "image_size": bundle.image_size, "bits": bits, "file_bytes": len(data)},
+        "model": {"name": bundle.name, "model_id": bundle.model_id, "latent_shape": list(bundle.latent_shape),
+                  "image_size": bundle.image_size, "level": level, "levels": bundle.levels,
+                  "file_bytes": len(data)},
+        "default_steps": DEFAULT_STEPS,
         "threads": threads,
-        "decode": {"generate_batch1": gen, "codec_decode_batch1": dec, "throughput": throughput},
+        "decode": {"generate_batch1": gen, "entropy_decode_batch1": entropy, "codec_decode_batch1": dec,
+                   "throughput": throughput, "entropy_decode_us_per_file": entropy["p50_ms"] * 1000},
         "encode": encode, "encode_first_call_s": first_call,
         "memory": {"decode_batch1_peak_rss_mb": decode1_peak, "decode_peak_rss_mb": decode_peak,
                    "total_peak_rss_mb": total_peak},
@@ -270,8 +281,10 @@ def markdown(r: dict) -> str:
              "## Decoding", "",
              md_table(["what", "p50 ms", "p95 ms"], [
                  ["generator, 1 latent", fmt(d["generate_batch1"]["p50_ms"], 3), fmt(d["generate_batch1"]["p95_ms"], 3)],
-                 [f"Codec.decode({m['file_bytes']} B file)", fmt(d["codec_decode_batch1"]["p50_ms"], 3),
-                  fmt(d["codec_decode_batch1"]["p95_ms"], 3)]]), "",
+                 [f"entropy decode ({m['file_bytes']} B file: header, CRC, range decoder)",
+                  fmt(d["entropy_decode_batch1"]["p50_ms"], 3), fmt(d["entropy_decode_batch1"]["p95_ms"], 3)],
+                 [f"Codec.decompress({m['file_bytes']} B file, level {m['level']})",
+                  fmt(d["codec_decode_batch1"]["p50_ms"], 3), fmt(d["codec_decode_batch1"]["p95_ms"], 3)]]), "",
              f"Throughput at batch {d['throughput']['batch']}: {d['throughput']['images_per_s']:.0f} images/s "
              f"({d['throughput']['ms_per_image']:.3f} ms/image).", "",
              "## Encoding (ms per image)", "",
@@ -313,17 +326,20 @@ def summary_markdown(r: dict) -> str:
     big = max(e["batch"] for e in r["encode"])
     rows = [["decode, generator only (batch 1, p50 / p95)",
              f"{fmt(d['generate_batch1']['p50_ms'], 2)} / {fmt(d['generate_batch1']['p95_ms'], 2)} ms"],
-            ["decode, full `Codec.decode` (batch 1, p50 / p95)",
+            ["entropy decode (batch 1, p50)", f"{d['entropy_decode_us_per_file']:.0f} µs per file"],
+            ["decode, whole `Codec.decompress` (batch 1, p50 / p95)",
              f"{fmt(d['codec_decode_batch1']['p50_ms'], 2)} / {fmt(d['codec_decode_batch1']['p95_ms'], 2)} ms"],
             [f"decode throughput (batch {d['throughput']['batch']})", f"{d['throughput']['images_per_s']:.0f} images/s"]]
     for steps in sorted({e["steps"] for e in r["encode"]}):
-        rows.append([f"encode, {steps} steps (batch 1 / batch {big})",
+        default = " (default)" if steps == r.get("default_steps") else ""
+        rows.append([f"encode, {steps} steps{default} (batch 1 / batch {big})",
                      f"{fmt(enc.get((1, steps)), 0)} / {fmt(enc.get((big, steps)), 1)} ms per image"])
     rows.append([f"peak RSS: decode batch 1 / batch {d['throughput']['batch']} / with encoding",
                  f"{r['memory']['decode_batch1_peak_rss_mb']:.0f} / {r['memory']['decode_peak_rss_mb']:.0f} / "
                  f"{r['memory']['total_peak_rss_mb']:.0f} MiB"])
     if r["flops"]:
-        rows.append(["generator FLOPs per image", f"{r['flops']['flops'] / 1e6:.1f} MFLOP"])
+        rows.append(["decoder (generator) per image", f"{r['flops']['flops'] / 1e6:.2f} MFLOP "
+                     f"({r['flops']['macs'] / 1e6:.2f} M MACs)"])
     if a.get("fraction_of_limit"):
         rows.append(["generator at batch throughput vs numpy float32 matmul",
                      f"{a['achieved_gflops_batch']:.1f} of {fmt(a['gflops_1_thread'] if r['threads'] == 1 else a['gflops_all_threads'], 1)}"

@@ -280,7 +280,8 @@ def find_bundle(spec: str | os.PathLike | None = None, threads: int = 1) -> Bund
         if len(matches) > 1:
             raise CodecError(f"model id prefix {spec} is ambiguous: {', '.join(str(m) for m in matches)}")
     names = ", ".join(d.name for d, _ in found) or "none"
-    raise CodecError(f"unknown model {spec!r} (not a directory, name or model id; available: {names})")
+    raise CodecError(f"unknown model {spec!r} (not a directory, name or model id; available: {names}; "
+                     f"bundles are looked up in models/ and ${ENV_MODELS})")
 
 
 def bundles_for_prefix(prefix: int, threads: int = 1) -> list[Bundle]:

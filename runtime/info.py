@@ -97,11 +97,20 @@ def describe(data: bytes) -> dict:
         except CodecError as exc:
             out["model_error"] = str(exc)
         else:
-            out["models"] = [{"name": b.name, "model_id": b.model_id, "directory": str(b.directory),
-                              "latent_dim": b.latent_dim, "image_size": b.image_size,
-                              "dataset": b.manifest.get("dataset")} for b in models]
+            out["models"] = [model_summary(b) for b in models]
     out["decodes"] = _decodes(data)
     return out
+
+
+#: manifest entries worth a glance, shown when the bundle's manifest has them
+MODEL_FACTS = ("image_size", "latent_dim", "latent_grid", "channels", "levels", "dataset")
+
+
+def model_summary(bundle) -> dict:
+    """Name, id, directory and the :data:`MODEL_FACTS` present in a bundle's manifest."""
+    manifest = bundle.manifest
+    return {"name": bundle.name, "model_id": manifest["model_id"], "directory": str(bundle.directory),
+            **{k: manifest[k] for k in MODEL_FACTS if k in manifest}}
 
 
 def _decodes(data: bytes) -> str:
@@ -127,8 +136,8 @@ def format_text(path: str, info: dict) -> str:
         if not info["models"]:
             rows.append(("model", "not found in models/ or $GANCODEC_MODELS"))
         for m in info["models"]:
-            rows.append(("model", f"{m['name']} ({m['model_id'][:16]}…, latent {m['latent_dim']}, "
-                                  f"{m['image_size']}x{m['image_size']}, data set {m['dataset']}) in {m['directory']}"))
+            facts = ", ".join(f"{k.replace('_', ' ')} {_text(printable(m[k]), k)}" for k in MODEL_FACTS if k in m)
+            rows.append(("model", f"{m['name']} ({m['model_id'][:16]}…, {facts}) in {m['directory']}"))
     if "decodes" in info:
         rows.append(("decodes", info["decodes"]))
     width = max(len(k) for k, _ in rows) if rows else 0
@@ -139,7 +148,7 @@ def _text(value, name: str) -> str:
     if value is None:
         return "-"
     if isinstance(value, list):
-        sep = "x" if "size" in name and all(isinstance(v, int) for v in value) else ", "
+        sep = "x" if ("size" in name or "grid" in name) and all(isinstance(v, int) for v in value) else ", "
         return sep.join(str(v) for v in value)
     return str(value)
 

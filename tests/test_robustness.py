@@ -23,9 +23,19 @@ def bundle(tiny_bundle):
     return load_bundle(tiny_bundle)
 
 
-def _valid_file(bundle, bits=5, mode="range", seed=0, size=None):
-    symbols, _ = bitstream.quantize(np.random.default_rng(seed).standard_normal(bundle.latent_dim), bits)
-    return bitstream.pack(symbols, bits, bundle.model_id_bytes, mode, size=size)
+def _valid_file(bundle, level=5, seed=0, size=None):
+    model = bundle.entropy
+    raw = np.rint(np.random.default_rng(seed).standard_normal(bundle.latent_shape) * 3)
+    return bitstream.pack_latent(model.clip(level, raw)[0], level, model, bundle.model_id_bytes, size=size)
+
+
+def _webp_file(bundle, seed=0, size=None):
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+        buf, "WEBP", quality=30)
+    return bitstream.pack_webp(buf.getvalue(), bundle.model_id_bytes, size=size)
 
 
 def _decode_or_codec_error(data, bundle):
@@ -48,9 +58,12 @@ def test_mutated_files_decode_or_raise_codec_error(bundle, data):
 
     seed = data.draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    valid = _valid_file(bundle, bits=data.draw(st.integers(2, 9)),
-                        mode=data.draw(st.sampled_from(["range", "bzip2", "raw"])), seed=seed % 1000)
-    _, hostile = mutate(valid, bundle.model_id_bytes, rng)
+    if data.draw(st.integers(0, 9)) == 0:
+        valid = _webp_file(bundle, seed % 1000)
+    else:
+        valid = _valid_file(bundle, level=data.draw(st.integers(0, bundle.levels - 1)), seed=seed % 1000,
+                            size=data.draw(st.one_of(st.none(), st.tuples(st.integers(1, 500), st.integers(1, 500)))))
+    _, hostile = mutate(valid, bundle.model_id_bytes, rng, _valid_file(bundle, seed=seed % 7))
     _decode_or_codec_error(hostile, bundle)
 
 
@@ -68,11 +81,13 @@ def test_fuzz_command_reports_zero_failures(tiny_bundle):
 
 
 def test_hostile_size_field_is_refused_before_allocating(bundle):
-    data = bytearray(_valid_file(bundle, size=(10, 10)))
-    data[4:8] = b"\xff\xff\xff\xff"  # 65536 x 65536
-    data[-1] = bitstream.crc8(bytes(data[:-1]), bitstream.crc8(bundle.model_id_bytes))
-    with pytest.raises(CodecError, match="beyond"):
-        bitstream.read_header(bytes(data))
+    for data, seed in ((_valid_file(bundle, size=(10, 10)), bitstream.crc8(bundle.model_id_bytes)),
+                       (_webp_file(bundle, size=(10, 10)), 0)):
+        data = bytearray(data)
+        data[2:6] = b"\xff\xff\xff\xff"  # 65536 x 65536
+        data[-1] = bitstream.crc8(bytes(data[:-1]), seed)
+        with pytest.raises(CodecError, match="beyond"):
+            bitstream.read_header(bytes(data))
 
 
 # -- encoder input hardening --------------------------------------------------------------------
@@ -145,11 +160,16 @@ def test_encode_cli_on_odd_inputs(tiny_bundle, tmp_path):
 
 # -- output safety ------------------------------------------------------------------------------
 
-def test_failed_run_does_not_clobber_existing_output(tiny_bundle, tmp_path):
+def _hostile_latent(bundle, payload: bytes) -> bytes:
+    """A v2 latent header with the bundle's id, then ``payload`` (no valid CRC)."""
+    return bitstream.Header("latent", bundle.model_id_prefix, None).to_bytes() + payload
+
+
+def test_failed_run_does_not_clobber_existing_output(bundle, tiny_bundle, tmp_path):
     target = tmp_path / "keep.png"
     target.write_bytes(b"precious")
     bad = tmp_path / "bad.bin"
-    bad.write_bytes(b"\xc7\x47\x00\x00garbage")
+    bad.write_bytes(_hostile_latent(bundle, b"garbage"))
     r = run_module("runtime.decode", bad, "-o", target, "--model", tiny_bundle)
     assert r.returncode == 2
     assert target.read_bytes() == b"precious"
@@ -182,16 +202,17 @@ def test_atomic_write_replaces_or_leaves_intact(tmp_path):
 
 # -- model integrity ----------------------------------------------------------------------------
 
-def test_bundle_with_modified_keras_mirror_is_refused(tiny_bundle, tmp_path):
+@pytest.mark.parametrize("name", ["generator.keras", "entropy.bin", "rate.npz"])
+def test_bundle_with_modified_file_is_refused(tiny_bundle, tmp_path, name):
     import shutil
 
     from runtime.bundle import load_bundle
 
     copy = tmp_path / "b"
     shutil.copytree(tiny_bundle, copy)
-    with open(copy / "generator.keras", "ab") as f:
+    with open(copy / name, "ab") as f:
         f.write(b"\0")
-    with pytest.raises(CodecError, match="generator.keras"):
+    with pytest.raises(CodecError, match=name.replace(".", r"\.")):
         load_bundle(copy)
     (copy / "encoder.onnx").unlink()
     with pytest.raises(CodecError):
@@ -226,9 +247,22 @@ def test_every_np_load_refuses_pickle():
     assert offenders == []
 
 
-def test_decode_subprocess_survives_hostile_file_without_traceback(tiny_bundle, tmp_path):
+@pytest.mark.parametrize("kind", ["v1", "latent", "webp"])
+def test_decode_subprocess_survives_hostile_file_without_traceback(bundle, tiny_bundle, tmp_path, kind):
     blob = tmp_path / "hostile.bin"
-    blob.write_bytes(bytes([0xC7, 0x47]) + bytes.fromhex(tiny_bundle.name.encode().hex()[:4] or "0000") + bytes(40))
+    if kind == "v1":  # a format-1 file: refused with a clear word
+        blob.write_bytes(bytes([0xC7, 0x47, 0x12, 0x34]) + bytes(40))
+    elif kind == "latent":  # the right id and a CRC that verifies, then a hostile payload
+        data = bytearray(_hostile_latent(bundle, b"\xff" * 40 + b"\0"))
+        data[-1] = bitstream.crc8(bytes(data[:-1]), bitstream.crc8(bundle.model_id_bytes))
+        blob.write_bytes(bytes(data))
+    else:  # a WebP payload that is not a WebP image
+        data = bytearray(bitstream.Header("webp", bundle.model_id_prefix, None).to_bytes() + b"VP8 " + bytes(40) + b"\0")
+        data[-1] = bitstream.crc8(bytes(data[:-1]))
+        blob.write_bytes(bytes(data))
     r = subprocess.run([sys.executable, "-m", "runtime.decode", str(blob), "--model", str(tiny_bundle)],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    if kind == "v1":
+        assert "older version" in r.stderr, r.stderr

@@ -1,0 +1,736 @@
+// gancodec in the browser: decode a latent.bin (format 2) with no server.
+//
+// A second implementation of the decoder, written from docs/bitstream.md: the entropy decoder
+// below mirrors runtime/entropy.py (FrequencyTable, RangeDecoder, EntropyModel) and the file
+// reader mirrors runtime/bitstream.py (read_header, unpack_latent, unpack_webp), name for name,
+// with the same checks in the same order and the same error messages. Everything between the
+// bytes of a file and the decoded symbols is integer arithmetic on Numbers (every value < 2^33,
+// so exact); the symbols are then dequantized in float32 (Math.fround), run through the bundle's
+// generator.onnx with onnxruntime-web (WASM, CPU) and converted to uint8 exactly as
+// runtime.images.from_unit_range does.
+//
+// The top part (down to "the page") needs no DOM and no onnxruntime: tests/web_vectors.mjs runs
+// it under node against tests/vectors/. startPage() is the page itself (index.html calls it).
+
+export class CodecError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'CodecError';
+  }
+}
+
+// --- runtime/entropy.py ------------------------------------------------------------------------
+
+export const PRECISION = 16;
+export const MAX_PRECISION = 16;
+export const TOP = 2 ** 24; // normalisation threshold: range is kept >= 2**24 between symbols
+export const CARRY = 2 ** 32;
+
+export const ENTROPY_MAGIC = 'GCEM';
+export const ENTROPY_VERSION = 1;
+export const MAX_LEVELS = 256;
+export const MAX_CHANNELS = 4096;
+export const MAX_GRID_SIDE = 1024;
+export const MAX_SYMBOLS = 2 ** 20; // H * W * C
+export const MAX_ENTROPY_BYTES = 64 * 2 ** 20;
+const ENTROPY_HEADER_BYTES = 14; // magic, version, precision, L, C, H, W
+
+/** Integer frequencies of the symbols lo .. lo + n - 1, summing to 2**precision (n = 1: degenerate). */
+export class FrequencyTable {
+  constructor(lo, freqs, precision = PRECISION) {
+    freqs = Array.from(freqs, Number);
+    if (!Number.isInteger(precision) || precision < 1 || precision > MAX_PRECISION) {
+      throw new CodecError(`frequency precision must be 1..${MAX_PRECISION} bits, got ${precision}`);
+    }
+    if (freqs.length === 0) throw new CodecError('a frequency table needs at least one symbol');
+    const total = 2 ** precision;
+    if (freqs.length > 1) {
+      const min = Math.min(...freqs);
+      const sum = freqs.reduce((a, b) => a + b, 0);
+      if (min < 1 || sum !== total) {
+        throw new CodecError(`frequencies must be >= 1 and sum to 2**${precision} (got min ${min}, sum ${sum})`);
+      }
+    }
+    this.lo = lo;
+    this.precision = precision;
+    this.freqs = freqs.length > 1 ? freqs : [total];
+    const cum = [0];
+    for (const f of this.freqs) cum.push(cum[cum.length - 1] + f);
+    this.cum = cum; // cum[i] = sum of freqs[:i]; cum[n] = 2**precision
+  }
+
+  get n() { return this.freqs.length; }
+  get hi() { return this.lo + this.freqs.length - 1; }
+  get degenerate() { return this.freqs.length === 1; }
+
+  /** Near-uniform table: each symbol gets 2**p // n, the first 2**p % n one more. */
+  static uniform(n, lo = 0, precision = PRECISION) {
+    const total = 2 ** precision;
+    if (!Number.isInteger(n) || n < 1 || n > total) {
+      throw new CodecError(`a uniform table needs 1..${total} symbols, got ${n}`);
+    }
+    const base = Math.floor(total / n);
+    const extra = total % n;
+    const freqs = [];
+    for (let i = 0; i < n; i++) freqs.push(i < extra ? base + 1 : base);
+    return new FrequencyTable(lo, freqs, precision);
+  }
+}
+
+/** bisect_right(cum, v) - 1: the index i with cum[i] <= v < cum[i + 1]. */
+function findSymbol(cum, v) {
+  let lo = 0;
+  let hi = cum.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (v < cum[mid]) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo - 1;
+}
+
+/** Decode symbols from coded bytes; reads zero bytes past the end of data. */
+export class RangeDecoder {
+  constructor(data) {
+    this._data = Uint8Array.from(data);
+    this._pos = 4; // the first 4 bytes are read by the constructor
+    this._shifts = 0; // normalisation steps = bytes the encoder wrote before its flush
+    const d = this._data;
+    const at = (i) => (i < d.length ? d[i] : 0);
+    this._code = at(0) * 2 ** 24 + at(1) * 2 ** 16 + at(2) * 2 ** 8 + at(3); // offset of the code value from low
+    this._range = CARRY - 1;
+  }
+
+  /** Decode one symbol with table. */
+  decode(table) {
+    return this.decodeMany(1, table)[0];
+  }
+
+  /** Decode count symbols, all with table; CodecError on an impossible code value. */
+  decodeMany(count, table) {
+    const lo = table.lo;
+    if (table.n === 1) return new Array(count).fill(lo);
+    const cum = table.cum;
+    const p = table.precision;
+    const total = cum[cum.length - 1];
+    const data = this._data;
+    const size = data.length;
+    let pos = this._pos;
+    let shifts = this._shifts;
+    let code = this._code;
+    let rng = this._range;
+    const out = [];
+    for (let k = 0; k < count; k++) {
+      const r = rng >>> p; // rng < 2**32: >>> is exact
+      const v = Math.floor(code / r);
+      if (v >= total) {
+        throw new CodecError('entropy decoding failed: code value outside the table (corrupted file)');
+      }
+      const i = findSymbol(cum, v);
+      const c = cum[i];
+      code -= r * c;
+      rng = r * (cum[i + 1] - c);
+      while (rng < TOP) {
+        code = (code * 256 + (pos < size ? data[pos] : 0)) % CARRY;
+        pos += 1;
+        shifts += 1;
+        rng *= 256;
+      }
+      out.push(lo + i);
+    }
+    this._code = code;
+    this._range = rng;
+    this._pos = pos;
+    this._shifts = shifts;
+    return out;
+  }
+
+  /** Decode one symbol per table, in order (a 1x1 latent grid). */
+  decodeEach(tables) {
+    const out = [];
+    for (const table of tables) out.push(this.decode(table));
+    return out;
+  }
+
+  /** Refuse input the encoder cannot have produced (bytes past its flush, a trailing zero). */
+  finish() {
+    const data = this._data;
+    if (data.length > this._shifts + 1) {
+      throw new CodecError(`coded data has ${data.length - this._shifts - 1} byte(s) past its end (corrupted file)`);
+    }
+    if (data.length > 0 && data[data.length - 1] === 0) {
+      throw new CodecError('coded data ends with a zero byte, which no encoder writes (corrupted file)');
+    }
+  }
+}
+
+/** Inverse gains and frequency tables of one bundle, per rate level and latent channel. */
+export class EntropyModel {
+  /**
+   * invGains: Float32Array of levels * channels values (level-major); tables[level][c]:
+   * FrequencyTable; grid: [H, W]. The latent is an (H, W, C) array of integer symbols.
+   */
+  constructor(invGains, levels, channels, tables, grid = [1, 1]) {
+    const [h, w] = grid;
+    if (!(levels >= 1 && levels <= MAX_LEVELS)) {
+      throw new CodecError(`entropy model: ${levels} levels (allowed 1..${MAX_LEVELS})`);
+    }
+    if (!(channels >= 1 && channels <= MAX_CHANNELS)) {
+      throw new CodecError(`entropy model: ${channels} channels (allowed 1..${MAX_CHANNELS})`);
+    }
+    if (!(h >= 1 && h <= MAX_GRID_SIDE && w >= 1 && w <= MAX_GRID_SIDE && h * w * channels <= MAX_SYMBOLS)) {
+      throw new CodecError(`entropy model: latent grid ${h}x${w}x${channels} beyond the caps`);
+    }
+    if (!invGains.every((g) => Number.isFinite(g) && g > 0)) {
+      throw new CodecError('entropy model: inverse gains must be finite and positive');
+    }
+    if (tables.length !== levels || tables.some((row) => row.length !== channels)) {
+      throw new CodecError(`entropy model: tables must be ${levels} x ${channels}`);
+    }
+    const precisions = new Set();
+    for (const row of tables) for (const t of row) if (!t.degenerate) precisions.add(t.precision);
+    if (precisions.size > 1) throw new CodecError('entropy model: all tables must share one precision');
+    this.precision = precisions.size ? [...precisions][0] : PRECISION;
+    this.invGains = Float32Array.from(invGains);
+    this.tables = tables;
+    this.grid = [h, w];
+    this.levels = levels;
+    this.channels = channels;
+    this.levelTable = FrequencyTable.uniform(levels);
+  }
+
+  /** Shape [H, W, C] of one latent's symbols. */
+  get shape() { return [this.grid[0], this.grid[1], this.channels]; }
+
+  /** Parse entropy.bin (docs/bitstream.md section 6), checking every field. */
+  static fromBytes(bytes) {
+    const data = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
+    if (data.length > MAX_ENTROPY_BYTES) throw new CodecError(`entropy.bin too large (${data.length} bytes)`);
+    if (data.length < ENTROPY_HEADER_BYTES) throw new CodecError(`entropy.bin truncated (${data.length} bytes)`);
+    const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+    const magic = String.fromCharCode(data[0], data[1], data[2], data[3]);
+    const version = data[4];
+    const precision = data[5];
+    const levels = view.getUint16(6, true);
+    const channels = view.getUint16(8, true);
+    const h = view.getUint16(10, true);
+    const w = view.getUint16(12, true);
+    if (magic !== ENTROPY_MAGIC) throw new CodecError('not a gancodec entropy.bin (wrong magic)');
+    if (version !== ENTROPY_VERSION) {
+      throw new CodecError(`entropy.bin version ${version} is not supported (this reads ${ENTROPY_VERSION})`);
+    }
+    if (!(precision >= 1 && precision <= MAX_PRECISION)) {
+      throw new CodecError(`entropy.bin: precision ${precision} outside 1..${MAX_PRECISION}`);
+    }
+    if (!(levels >= 1 && levels <= MAX_LEVELS && channels >= 1 && channels <= MAX_CHANNELS && h >= 1
+          && h <= MAX_GRID_SIDE && w >= 1 && w <= MAX_GRID_SIDE && h * w * channels <= MAX_SYMBOLS)) {
+      throw new CodecError(`entropy.bin: dimensions ${levels} levels x ${h}x${w}x${channels} beyond the caps`);
+    }
+    let pos = ENTROPY_HEADER_BYTES;
+    const gainsEnd = pos + 4 * levels * channels;
+    if (data.length < gainsEnd) throw new CodecError('entropy.bin truncated inside the inverse gains');
+    const invGains = new Float32Array(levels * channels);
+    for (let k = 0; k < levels * channels; k++) invGains[k] = view.getFloat32(pos + 4 * k, true);
+    pos = gainsEnd;
+    const total = 2 ** precision;
+    const tables = [];
+    for (let level = 0; level < levels; level++) {
+      const row = [];
+      for (let c = 0; c < channels; c++) {
+        if (data.length < pos + 4) throw new CodecError(`entropy.bin truncated at table (${level}, ${c})`);
+        const lo = view.getInt16(pos, true);
+        const n = view.getUint16(pos + 2, true);
+        pos += 4;
+        if (n === 0 || n > total) {
+          throw new CodecError(`entropy.bin: table (${level}, ${c}) has ${n} symbols `
+                               + `(allowed 1..${total} at precision ${precision})`);
+        }
+        if (n === 1) {
+          row.push(new FrequencyTable(lo, [1])); // degenerate: its precision is irrelevant
+          continue;
+        }
+        if (data.length < pos + 2 * n) throw new CodecError(`entropy.bin truncated in table (${level}, ${c})`);
+        const freqs = [];
+        for (let i = 0; i < n; i++) freqs.push(view.getUint16(pos + 2 * i, true));
+        pos += 2 * n;
+        if (Math.min(...freqs) < 1 || freqs.reduce((a, b) => a + b, 0) !== total) {
+          throw new CodecError(`entropy.bin: table (${level}, ${c}) frequencies must be >= 1 and sum to 2**${precision}`);
+        }
+        row.push(new FrequencyTable(lo, freqs, precision));
+      }
+      tables.push(row);
+    }
+    if (pos !== data.length) throw new CodecError(`entropy.bin has ${data.length - pos} unexpected trailing byte(s)`);
+    return new EntropyModel(invGains, levels, channels, tables, [h, w]);
+  }
+
+  /** Symbols (H*W*C, channel fastest) -> float32 latent symbol * invGains[level, c] (float32 product). */
+  dequantize(level, symbols) {
+    const c = this.channels;
+    const out = new Float32Array(symbols.length);
+    for (let k = 0; k < symbols.length; k++) {
+      out[k] = Math.fround(Math.fround(symbols[k]) * this.invGains[level * c + (k % c)]);
+    }
+    return out;
+  }
+
+  /** Inverse of EntropyModel.encode: {level, symbols: Int32Array (H, W, C) row-major}. */
+  decode(payload) {
+    const dec = new RangeDecoder(payload);
+    const level = dec.decode(this.levelTable);
+    if (level >= this.levels) { // unreachable with the uniform table; kept as a guard
+      throw new CodecError('entropy decoding failed: rate level out of range (corrupted file)');
+    }
+    const [h, w] = this.grid;
+    const c = this.channels;
+    const symbols = new Int32Array(h * w * c);
+    if (h * w === 1) {
+      dec.decodeEach(this.tables[level]).forEach((s, k) => { symbols[k] = s; });
+    } else {
+      this.tables[level].forEach((table, ch) => { // channel by channel, h * w symbols each
+        dec.decodeMany(h * w, table).forEach((s, k) => { symbols[k * c + ch] = s; });
+      });
+    }
+    dec.finish();
+    return { level, symbols };
+  }
+}
+
+// --- runtime/bitstream.py ----------------------------------------------------------------------
+
+export const VERSION = 2;
+export const VERSION_BITS = 0b10; // the top 2 bits of byte 0
+export const V1_MAGIC = 0xc7; // byte 0 of every format-1 file
+export const KINDS = ['latent', 'webp'];
+export const HEADER_BYTES = 2;
+export const SIZE_BYTES = 4;
+export const CRC_BYTES = 1;
+export const MIN_FILE_BYTES = HEADER_BYTES + CRC_BYTES;
+export const MAX_FILE_BYTES = 2 ** 16;
+export const MAX_SIDE = 8192;
+export const MAX_RESTORE_PIXELS = 24000000;
+export const MAX_WEBP_SIDE = 1024;
+export const WEBP_CHUNKS = ['VP8 ', 'VP8L', 'VP8X'];
+
+const CRC8_TABLE = (() => {
+  const table = [];
+  for (let byte = 0; byte < 256; byte++) {
+    let crc = byte;
+    for (let k = 0; k < 8; k++) crc = crc & 0x80 ? ((crc << 1) ^ 0x07) & 0xff : (crc << 1) & 0xff;
+    table.push(crc);
+  }
+  return table;
+})();
+
+/** CRC-8/SMBUS (poly 0x07, init 0, no reflection, no final xor); crc continues a run. */
+export function crc8(data, crc = 0) {
+  for (const b of data) crc = CRC8_TABLE[crc ^ b];
+  return crc;
+}
+
+/** The 12-bit model id written in the header: the first 12 bits of the 32-byte SHA-256. */
+export function modelIdPrefix(modelId) {
+  if (!(modelId instanceof Uint8Array) || modelId.length !== 32) {
+    throw new Error('modelId must be the 32-byte SHA-256 digest');
+  }
+  return (modelId[0] << 4) | (modelId[1] >> 4);
+}
+
+/** 64 hex digits -> Uint8Array(32). */
+export function hexToBytes(hex) {
+  const out = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+const hex3 = (prefix) => prefix.toString(16).padStart(3, '0');
+
+/** Parse the header; structural checks only (length, version, size caps), not the CRC. */
+export function readHeader(data) {
+  if (data.length > MAX_FILE_BYTES) throw new CodecError(`file too large for a latent.bin (${data.length} bytes)`);
+  if (data.length < MIN_FILE_BYTES) throw new CodecError(`file too short for a latent.bin (${data.length} bytes)`);
+  const byte0 = data[0];
+  if (byte0 === V1_MAGIC) {
+    throw new CodecError('this file was written by an older version of gancodec (format 1); '
+                         + 're-encode it with this version');
+  }
+  if (byte0 >> 6 !== VERSION_BITS) {
+    throw new CodecError('not a gancodec latent.bin (unknown format version bits '
+                         + `${(byte0 >> 6).toString(2).padStart(2, '0')}; written by a newer version?)`);
+  }
+  const kind = KINDS[(byte0 >> 5) & 1];
+  let size = null;
+  if (byte0 & 0x10) {
+    if (data.length < HEADER_BYTES + SIZE_BYTES + CRC_BYTES) throw new CodecError('file truncated inside the header');
+    size = [(data[2] << 8 | data[3]) + 1, (data[4] << 8 | data[5]) + 1];
+    checkSize(size);
+  }
+  const prefix = ((byte0 & 0x0f) << 8) | data[1];
+  return {
+    kind,
+    modelIdPrefix: prefix,
+    modelIdHex: hex3(prefix),
+    size, // original [width, height] when stored
+    length: HEADER_BYTES + (size ? SIZE_BYTES : 0), // header bytes before the payload
+    version: VERSION,
+  };
+}
+
+function checkSize([w, h]) {
+  if (!(w >= 1 && w <= MAX_SIDE && h >= 1 && h <= MAX_SIDE && w * h <= MAX_RESTORE_PIXELS)) {
+    throw new CodecError(`original size ${w}x${h} is beyond what a latent.bin may restore `
+                         + `(at most ${MAX_SIDE} per side and ${Math.floor(MAX_RESTORE_PIXELS / 1000000)} MP)`);
+  }
+}
+
+/** Check the CRC and return the payload bytes. */
+function payloadOf(data, header, modelId) {
+  const seed = header.kind === 'latent' ? crc8(modelId) : 0;
+  if (crc8(data.subarray(0, data.length - 1), seed) !== data[data.length - 1]) {
+    throw new CodecError('integrity check failed: the file is corrupted'
+                         + (header.kind === 'latent' ? ' or was written by another model' : ''));
+  }
+  return data.subarray(header.length, data.length - 1);
+}
+
+/** Check and decode a latent file for the model with this id: {header, level, symbols}. */
+export function unpackLatent(data, modelId, model) {
+  const header = readHeader(data);
+  if (header.kind !== 'latent') throw new CodecError('this file holds a WebP image, not a latent');
+  const mine = modelIdPrefix(modelId);
+  if (header.modelIdPrefix !== mine) {
+    throw new CodecError(`file was written by model ${header.modelIdHex}…, not by this model (${hex3(mine)}…)`);
+  }
+  if (data.length < header.length + CRC_BYTES) throw new CodecError('file truncated inside the header');
+  const { level, symbols } = model.decode(payloadOf(data, header, modelId));
+  return { header, level, symbols };
+}
+
+/** Rebuild the WebP file from a WebP payload: "RIFF" + uint32le(len + 4) + "WEBP" + payload. */
+export function webpFile(payload) {
+  const out = new Uint8Array(12 + payload.length);
+  out.set([0x52, 0x49, 0x46, 0x46], 0); // RIFF
+  new DataView(out.buffer).setUint32(4, payload.length + 4, true);
+  out.set([0x57, 0x45, 0x42, 0x50], 8); // WEBP
+  out.set(payload, 12);
+  return out;
+}
+
+const chunkName = (bytes) => String.fromCharCode(...bytes.subarray(0, 4));
+
+/** Width, height and animation flag from the first chunk of a WebP payload, before any pixel. */
+export function webpInfo(payload) {
+  const name = chunkName(payload);
+  const d = payload.subarray(8);
+  const u16 = (i) => d[i] | (d[i + 1] << 8);
+  const u24 = (i) => d[i] | (d[i + 1] << 8) | (d[i + 2] << 16);
+  if (name === 'VP8 ' && d.length >= 10 && d[3] === 0x9d && d[4] === 0x01 && d[5] === 0x2a) {
+    return { width: u16(6) & 0x3fff, height: u16(8) & 0x3fff, animated: false };
+  }
+  if (name === 'VP8L' && d.length >= 5 && d[0] === 0x2f) {
+    const bits = (d[1] | (d[2] << 8) | (d[3] << 16) | (d[4] << 24)) >>> 0;
+    return { width: (bits & 0x3fff) + 1, height: ((bits >>> 14) & 0x3fff) + 1, animated: false };
+  }
+  if (name === 'VP8X' && d.length >= 10) {
+    return { width: u24(4) + 1, height: u24(7) + 1, animated: Boolean(d[0] & 0x02) };
+  }
+  return null;
+}
+
+/**
+ * Check a WebP-kind file: {header, webp (the rebuilt WebP file), width, height}. The pixels are
+ * decoded by the browser (decodeWebp); no bundle is needed.
+ */
+export function unpackWebp(data) {
+  const header = readHeader(data);
+  if (header.kind !== 'webp') throw new CodecError('this file holds a latent, not a WebP image');
+  const payload = payloadOf(data, header, null);
+  if (payload.length < 8 || !WEBP_CHUNKS.includes(chunkName(payload))) {
+    throw new CodecError('WebP payload does not start with a VP8/VP8L/VP8X chunk (corrupted file)');
+  }
+  const info = webpInfo(payload);
+  if (info === null) throw new CodecError('WebP payload could not be decoded (corrupted file): bad chunk header');
+  const { width: w, height: h } = info;
+  if (!(w >= 1 && w <= MAX_WEBP_SIDE && h >= 1 && h <= MAX_WEBP_SIDE)) {
+    throw new CodecError(`WebP payload is ${w}x${h}, beyond the ${MAX_WEBP_SIDE}-pixel cap`);
+  }
+  if (info.animated) throw new CodecError('WebP payload is animated; a latent.bin holds one image');
+  return { header, webp: webpFile(payload), width: w, height: h };
+}
+
+// --- runtime/images.py -------------------------------------------------------------------------
+
+/** np.rint: round half to even. */
+function rint(x) {
+  const f = Math.floor(x);
+  const d = x - f;
+  if (d > 0.5) return f + 1;
+  if (d < 0.5) return f;
+  return f % 2 === 0 ? f : f + 1;
+}
+
+/**
+ * from_unit_range: float32 [-1, 1] -> uint8, clip(rint((v + 1) * 127.5), 0, 255) in float32
+ * arithmetic (a float32 sum or product computed in double and rounded once by Math.fround is the
+ * float32 result). Returns RGBA pixels (alpha 255) for ImageData from (S, S, 3) values.
+ */
+export function fromUnitRange(values) {
+  const n = values.length / 3;
+  const out = new Uint8ClampedArray(4 * n);
+  for (let k = 0; k < n; k++) {
+    for (let ch = 0; ch < 3; ch++) {
+      const t = Math.fround(Math.fround(values[3 * k + ch] + 1) * 127.5);
+      out[4 * k + ch] = Math.min(255, Math.max(0, rint(t)));
+    }
+    out[4 * k + 3] = 255;
+  }
+  return out;
+}
+
+// --- the page ----------------------------------------------------------------------------------
+
+const ORT_MODULE = './ort/ort.wasm.min.mjs';
+const MODELS = 'models/';
+
+let ortPromise = null;
+function loadOrt() {
+  if (!ortPromise) {
+    ortPromise = import(ORT_MODULE).then((ort) => {
+      ort.env.wasm.numThreads = 1; // no cross-origin isolation needed, any static host works
+      ort.env.wasm.proxy = false;
+      ort.env.wasm.wasmPaths = new URL('./ort/', import.meta.url).href; // served next to the page
+      return ort;
+    });
+  }
+  return ortPromise;
+}
+
+async function fetchBytes(url, what) {
+  let response;
+  try {
+    response = await fetch(url);
+  } catch (exc) {
+    throw new CodecError(`${what}: cannot load it (${exc.message})`);
+  }
+  if (!response.ok) throw new CodecError(`${what}: cannot load it (HTTP ${response.status})`);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+async function sha256Hex(bytes) {
+  if (!globalThis.crypto || !crypto.subtle) return null; // plain http on a non-local host
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** A web bundle (written by python -m export.web): manifest, entropy model, onnxruntime session. */
+async function loadBundle(entry) {
+  const dir = `${MODELS}${entry.path || `${entry.name}/`}`;
+  const started = performance.now();
+  const manifest = JSON.parse(new TextDecoder().decode(await fetchBytes(`${dir}manifest.json`, `${dir}manifest.json`)));
+  const [entropyBytes, onnxBytes, ort] = await Promise.all([
+    fetchBytes(`${dir}entropy.bin`, `${dir}entropy.bin`),
+    fetchBytes(`${dir}generator.onnx`, `${dir}generator.onnx`),
+    loadOrt(),
+  ]);
+  const digest = await sha256Hex(onnxBytes);
+  if (digest !== null && digest !== manifest.model_id) {
+    throw new CodecError(`${dir}: generator.onnx does not match its manifest (modified or corrupted bundle)`);
+  }
+  const entropy = EntropyModel.fromBytes(entropyBytes);
+  const [h, w] = manifest.latent_grid;
+  const [eh, ew, ec] = entropy.shape;
+  if (eh !== h || ew !== w || ec !== manifest.channels || entropy.levels !== manifest.levels) {
+    throw new CodecError(`${dir}: entropy.bin does not match the manifest ((${eh}, ${ew}, ${ec}), ${entropy.levels} levels)`);
+  }
+  let session;
+  try {
+    session = await ort.InferenceSession.create(onnxBytes, { executionProviders: ['wasm'] });
+  } catch (exc) {
+    throw new CodecError(`${dir}generator.onnx: onnxruntime cannot load it (${exc.message})`);
+  }
+  return {
+    name: manifest.name, manifest, entropy, session, ort,
+    modelId: hexToBytes(manifest.model_id),
+    downloadBytes: entropyBytes.length + onnxBytes.length,
+    loadMs: performance.now() - started,
+  };
+}
+
+/** Run generator.onnx on one dequantized latent: RGBA pixels of the (S, S) image. */
+async function generate(bundle, latent) {
+  const { ort, session, manifest } = bundle;
+  const [h, w] = manifest.latent_grid;
+  const input = new ort.Tensor('float32', latent, [1, h, w, manifest.channels]);
+  const outputs = await session.run({ [session.inputNames[0]]: input });
+  const image = outputs[session.outputNames[0]];
+  const s = manifest.image_size;
+  if (image.dims.join() !== [1, s, s, 3].join()) {
+    throw new CodecError(`generator.onnx returned shape [${image.dims}], expected [1, ${s}, ${s}, 3]`);
+  }
+  return { rgba: fromUnitRange(image.data), width: s, height: s };
+}
+
+/** Decode a WebP file with the browser's own decoder: RGBA pixels. */
+async function decodeWebp(webp, width, height) {
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(new Blob([webp], { type: 'image/webp' }),
+                                     { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
+  } catch (exc) {
+    throw new CodecError(`WebP payload could not be decoded (corrupted file): ${exc.name}`);
+  }
+  if (bitmap.width !== width || bitmap.height !== height) {
+    throw new CodecError('WebP payload decoded to an unexpected shape (corrupted file)');
+  }
+  const canvas = new OffscreenCanvas(width, height);
+  const ctx = canvas.getContext('2d');
+  ctx.fillStyle = '#fff'; // like to_rgb: transparency over white
+  ctx.fillRect(0, 0, width, height);
+  ctx.drawImage(bitmap, 0, 0);
+  return { rgba: ctx.getImageData(0, 0, width, height).data, width, height };
+}
+
+/**
+ * The page's state: the exported models (models/index.json) and their loaded bundles. decode()
+ * mirrors runtime.codec.decode_file_bytes: a forced model must match the file's id; otherwise
+ * the file's 12-bit id picks the candidates and the CRC (seeded with the full id) decides.
+ */
+export class WebDecoder {
+  constructor(index, forced = null) {
+    this.models = index.models || [];
+    this.forced = forced;
+    this.bundles = new Map();
+  }
+
+  bundle(entry) {
+    if (!this.bundles.has(entry.name)) {
+      const promise = loadBundle(entry);
+      promise.catch(() => this.bundles.delete(entry.name)); // a failed load may be retried
+      this.bundles.set(entry.name, promise);
+    }
+    return this.bundles.get(entry.name);
+  }
+
+  candidates(header) {
+    if (this.forced) {
+      const entry = this.models.find((m) => m.name === this.forced || m.path === `${this.forced}/`);
+      if (!entry) {
+        throw new CodecError(`no model named ${this.forced} is exported to this page `
+                             + `(exported: ${this.models.map((m) => m.name).join(', ') || 'none'})`);
+      }
+      return [entry];
+    }
+    const found = this.models.filter((m) => parseInt(m.model_id.slice(0, 3), 16) === header.modelIdPrefix);
+    if (!found.length) {
+      throw new CodecError(`no model with id ${header.modelIdHex}… is exported to this page `
+                           + '(looked in models/index.json); export it with python -m export.web');
+    }
+    return found;
+  }
+
+  /** latent.bin bytes -> {rgba, width, height, kind, level, model, header, ms: {...}}. */
+  async decode(data) {
+    const header = readHeader(data);
+    if (header.kind === 'webp') {
+      const t0 = performance.now();
+      const { webp, width, height } = unpackWebp(data);
+      const image = await decodeWebp(webp, width, height);
+      return { ...image, header, kind: 'webp', level: null, model: this.forced, ms: { total: performance.now() - t0 } };
+    }
+    const errors = [];
+    for (const entry of this.candidates(header)) { // 12-bit ids may collide: the CRC decides
+      const bundle = await this.bundle(entry);
+      const t0 = performance.now();
+      let unpacked;
+      try {
+        unpacked = unpackLatent(data, bundle.modelId, bundle.entropy);
+      } catch (exc) {
+        if (!(exc instanceof CodecError)) throw exc;
+        errors.push(exc);
+        continue;
+      }
+      const t1 = performance.now();
+      const latent = bundle.entropy.dequantize(unpacked.level, unpacked.symbols);
+      const image = await generate(bundle, latent);
+      const t2 = performance.now();
+      return {
+        ...image, header, kind: 'latent', level: unpacked.level, model: bundle.name, bundle,
+        ms: { entropy: t1 - t0, generator: t2 - t1, total: t2 - t0 },
+      };
+    }
+    throw errors[0];
+  }
+}
+
+function describe(result, numBytes) {
+  const parts = [`${numBytes} bytes`];
+  if (result.kind === 'latent') {
+    parts.push(`model ${result.model} (${result.bundle.manifest.model_id.slice(0, 12)}…)`, `level ${result.level}`);
+  } else {
+    parts.push(`WebP payload (model id ${result.header.modelIdHex}… chose it)`);
+  }
+  parts.push(`${result.width}×${result.height}`);
+  if (result.header.size) parts.push(`original size ${result.header.size[0]}×${result.header.size[1]} (shown at model size)`);
+  const ms = result.ms;
+  parts.push(result.kind === 'latent'
+    ? `decoded in ${ms.total.toFixed(1)} ms (entropy ${ms.entropy.toFixed(2)} ms, generator ${ms.generator.toFixed(1)} ms)`
+    : `decoded in ${ms.total.toFixed(1)} ms`);
+  return parts.join(' · ');
+}
+
+/** Wire up index.html: file input #latent, canvas #decoded, #message, #info, #models. */
+export async function startPage(doc = document) {
+  const input = doc.getElementById('latent');
+  const canvas = doc.getElementById('decoded');
+  const message = doc.getElementById('message');
+  const info = doc.getElementById('info');
+  const modelsLine = doc.getElementById('models');
+  const setStatus = (status, file) => {
+    canvas.dataset.status = status;
+    if (file !== undefined) canvas.dataset.file = file;
+  };
+  const fail = (exc, file) => {
+    message.textContent = `error: ${exc instanceof CodecError ? exc.message : `${exc.name}: ${exc.message}`}`;
+    message.hidden = false;
+    info.textContent = '';
+    setStatus('error', file);
+    if (!(exc instanceof CodecError)) console.error(exc);
+  };
+
+  const forced = new URLSearchParams(location.search).get('model');
+  let decoder;
+  try {
+    const index = JSON.parse(new TextDecoder().decode(await fetchBytes(`${MODELS}index.json`, `${MODELS}index.json`)));
+    decoder = new WebDecoder(index, forced);
+    const names = decoder.models.map((m) => `${m.name} (${m.model_id.slice(0, 3)}…)`);
+    modelsLine.textContent = `Models on this page: ${names.join(', ') || 'none'}`
+      + (forced ? ` · forced: ${forced}` : ' · the file\'s model id picks one');
+    if (forced) decoder.candidates({}); // an unknown ?model= is reported at once
+  } catch (exc) {
+    fail(exc instanceof CodecError ? exc : new CodecError(`${MODELS}index.json: ${exc.message}`));
+    input.disabled = !decoder;
+  }
+  setStatus(canvas.dataset.status || 'idle');
+
+  input.addEventListener('change', async () => {
+    const file = input.files[0];
+    if (!file || !decoder) return;
+    setStatus('busy', file.name);
+    message.hidden = true;
+    info.textContent = `decoding ${file.name}…`;
+    try {
+      const data = new Uint8Array(await file.arrayBuffer());
+      const result = await decoder.decode(data);
+      canvas.width = result.width;
+      canvas.height = result.height;
+      canvas.style.setProperty('--aspect', `${result.width} / ${result.height}`);
+      canvas.getContext('2d').putImageData(new ImageData(new Uint8ClampedArray(result.rgba), result.width, result.height), 0, 0);
+      info.textContent = describe(result, data.length);
+      canvas.dataset.ms = result.ms.total.toFixed(2);
+      setStatus('done', file.name);
+    } catch (exc) {
+      fail(exc, file.name);
+    }
+    input.value = ''; // choosing the same file again decodes it again
+  });
+}
