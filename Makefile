@@ -7,11 +7,16 @@ STAMP := $(VENV)/.installed
 DATA ?= ../shared/data
 STEPS ?= 8000
 export TF_CPP_MIN_LOG_LEVEL := 2
+# The browser decoder (demo/web/): onnxruntime-web from npm, pinned in demo/web/package(-lock).json.
+WEB_NPM := build/web-npm
+ORT_DIST := $(WEB_NPM)/node_modules/onnxruntime-web/dist
+WEB_MODELS ?= airplane automobile flowers
+WEB_PORT ?= 8000
 DATA_airplane := cifar10_airplane
 DATA_automobile := cifar10_automobile
 DATA_flowers := flowers64
 
-.PHONY: install browser test test-fast demo lint train-% export-% export-all check-models bench bench-rd bench-table bench-speed bench-effort fuzz clean
+.PHONY: install browser web-runtime web web-demo test test-fast demo lint train-% export-% export-all check-models bench bench-rd bench-table bench-speed bench-effort fuzz clean
 
 install: $(STAMP)
 
@@ -27,7 +32,24 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium missing: run 'sudo apt-get install -y chromium' (browser test will be skipped)"; fi; }
 
-test: install browser
+# onnxruntime-web for the page: npm ci into build/ (git-ignored), then copy the 3 files the page loads
+# into demo/web/ort/ (git-ignored). Reinstalls only when the lock file changes.
+web-runtime: install
+	@if ! cmp -s demo/web/package-lock.json $(WEB_NPM)/package-lock.json || [ ! -f $(ORT_DIST)/ort.wasm.min.mjs ]; then \
+	  mkdir -p $(WEB_NPM) && cp demo/web/package.json demo/web/package-lock.json $(WEB_NPM)/ && \
+	  (cd $(WEB_NPM) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error) || exit 1; fi
+	$(PY) -m export.web --runtime $(ORT_DIST)
+
+# The static page with the shipped models exported under demo/web/models/ (git-ignored).
+web: web-runtime
+	$(PY) -m export.web $(addprefix models/,$(WEB_MODELS))
+
+web-demo: web
+	@echo "serving demo/web/ on http://localhost:$(WEB_PORT)/  (?model=NAME picks a model; Ctrl-C stops)"
+	$(PY) -m http.server $(WEB_PORT) --bind 127.0.0.1 --directory demo/web
+
+# The browser decoder's tests need onnxruntime-web from npm; without npm they are skipped.
+test: install browser $(if $(shell command -v npm),web-runtime)
 	$(PY) -m pytest -q
 
 test-fast: install
@@ -59,16 +81,15 @@ export-all: export-airplane export-automobile export-flowers
 check-models: install
 	for m in models/*/; do $(PY) -m export.check $$m || exit 1; done
 
-bench-rd: install
-	for m in airplane automobile flowers airplane-256 automobile-256 flowers-256; do \
-	  d=$$(case $$m in airplane*) echo cifar10_airplane;; automobile*) echo cifar10_automobile;; flowers*) echo flowers64;; esac); \
-	  $(PY) -m benchmarks.rd --model models/$$m --data $(DATA)/$$d.npz --split val --limit 200 || exit 1; done
+bench-rd: bench-rd-airplane bench-rd-automobile bench-rd-flowers
+bench-rd-%: install
+	$(PY) -m benchmarks.rd --model models/$* --data $(DATA)/$(DATA_$*).npz --split val --limit 200 --no-progress
 bench-table: install
-	$(PY) -m benchmarks.table --data-dir $(DATA)
+	$(PY) -m benchmarks.table --data-dir $(DATA) --no-progress
 bench-effort: install
 	$(PY) -m benchmarks.effort --model models/airplane --data $(DATA)/cifar10_airplane.npz --limit 64
 bench-speed: install
-	$(PY) -m benchmarks.speed
+	$(PY) -m benchmarks.speed --no-progress
 bench: bench-table bench-rd bench-speed bench-effort
 	$(PY) -m benchmarks.readme
 
@@ -76,4 +97,4 @@ fuzz: install
 	$(PY) -m benchmarks.fuzz --seconds 120
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info $(WEB_NPM) demo/web/ort demo/web/models demo/web/node_modules

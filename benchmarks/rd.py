@@ -16,7 +16,8 @@ Every image of the split (brought to the model's size by the project's one resiz
   per-image cache of encodings). Images whose smallest WebP file is larger than the budget are
   counted ("WebP fits k of n") and left out of WebP's means; ours are given both on all images and
   on the same subset as WebP;
-- by this codec at fixed rate levels (``--levels``, default every 4th level and the finest): the
+- by this codec at fixed rate levels (``--levels``, default 8 levels evenly spaced from the coarsest
+  to the finest): the
   per-level curve;
 - by each classic codec at every quality of its sweep (``benchmarks.codecs``), as whole files.
 
@@ -58,7 +59,7 @@ from runtime.errors import CodecError, run_cli
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BUDGETS = (40, 51, 64, 100, 150, 200, 300, 400)
-LEVEL_STRIDE = 4  # the per-level curve: every 4th level (and the finest)
+LEVEL_POINTS = 8  # the per-level curve: this many levels, evenly spaced from the coarsest to the finest
 METRICS = ("psnr", "ssim", "ms_ssim", "l1", "mse")
 PSNR_CAP = 100.0
 PLOT_PSNR_TOP = 50.0
@@ -484,9 +485,9 @@ def compare(budget_rows: list[dict], classic: dict[str, list[dict]]) -> dict:
 
 # --- the benchmark -----------------------------------------------------------------------------
 
-def default_levels(levels: int) -> list[int]:
-    """Every LEVEL_STRIDE-th level and the finest."""
-    return sorted(set(range(0, levels, LEVEL_STRIDE)) | {levels - 1})
+def default_levels(levels: int, points: int = LEVEL_POINTS) -> list[int]:
+    """``points`` levels evenly spaced from the coarsest to the finest (all of them if fewer)."""
+    return sorted({int(round(v)) for v in np.linspace(0, levels - 1, min(points, levels))})
 
 
 def choose_classic(codecs) -> list:
@@ -506,7 +507,7 @@ def benchmark(model, data, split: str = "val", limit: int | None = None, steps: 
               budgets=BUDGETS, levels=None, batch: int = 64, codecs=None, progress: bool = True,
               per_image_limit: int = PER_IMAGE_LIMIT) -> dict:
     """Run the whole RD benchmark; returns the JSON-ready result (see the module docstring).
-    ``levels``: the fixed levels of our per-level curve (None: every 4th; [] for none)."""
+    ``levels``: the fixed levels of our per-level curve (None: :func:`default_levels`; [] for none)."""
     from runtime.classic import WEBP
     from runtime.codec import Codec
 
@@ -718,8 +719,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"refinement steps (default {DEFAULT_STEPS})")
     p.add_argument("--budgets", default=",".join(map(str, BUDGETS)),
                    help="per-image byte budgets (default " + ",".join(map(str, BUDGETS)) + ")")
-    p.add_argument("--levels", help=f"fixed levels of the per-level curve, e.g. 0,4,8 (default every "
-                                    f"{LEVEL_STRIDE}th and the finest; 'none' to skip)")
+    p.add_argument("--levels", help=f"fixed levels of the per-level curve, e.g. 0,8,16 (default {LEVEL_POINTS} "
+                                    "evenly spaced from the coarsest to the finest; 'none' to skip)")
     p.add_argument("--batch", type=int, default=64, help="images encoded together (default 64)")
     p.add_argument("--codecs", help="classic codecs to sweep, e.g. JPEG,WebP (default all available; the "
                                     "WebP budget comparison always runs)")

@@ -1,8 +1,9 @@
 """python -m benchmarks.readme [--readme README.md] [--results DIR] [--check]
 
 Regenerates the results section of README.md from the JSON files in benchmarks/results
-(``table.json``, ``rd_*.json``, ``speed.json``): Table 1 next to the reference, the winners at
-64/96/128 bytes and BD figures per model with links to the RD plots, and the speed figures.
+(``table.json``, ``rd_*.json``, ``effort_*.json``, ``speed.json``): Table 1 next to the reference,
+per data set the per-image budget comparison with WebP (PSNR, MS-SSIM, bytes, how many images WebP
+fits), the BD-rates and the RD plot, the encode effort and the speed figures.
 Only the text between the markers ``<!-- results:start -->`` and ``<!-- results:end -->`` is
 replaced; without both markers the file is left alone (a message on stderr says so).
 ``--check`` changes nothing and exits 1 when the section is out of date.
@@ -16,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from benchmarks import rd, speed, table
+from benchmarks import effort, rd, speed, table
 from runtime.errors import CodecError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,39 +45,46 @@ def section(results_dir: Path, readme: Path) -> str:
 
     t = _load(results_dir / "table.json")
     out += ["### Reconstruction quality (reference report, Table 1)", ""]
-    if t is None:
+    if t is None or "target_bytes" not in t:  # absent, or from the format-1 codec
         out += ["Not measured yet: run `python -m benchmarks.table`.", ""]
     else:
         limit = f" (first {t['limit']} images)" if t.get("limit") else ""
-        out += [f"Means over each data set's validation split{limit} at the bundle's default bit depth, "
-                f"{t['steps']} inversion steps; L1 = sum of absolute errors per image (0–255), "
-                "PSNR = mean of per-image PSNRs; ✓ = better than the reference "
-                f"([details]({_link(results_dir / 'table.md', readme)})).", "", table.table_markdown(t), ""]
+        out += [f"Means over each data set's validation split{limit}, every image within "
+                f"{t['target_bytes']} bytes (the model alone), {t['steps']} refinement steps; "
+                "L1 = sum of absolute errors per image (0–255), PSNR = mean of per-image PSNRs; ✓ = better than "
+                f"the reference ([details]({_link(results_dir / 'table.md', readme)})).", "",
+                table.table_markdown(t), ""]
 
     rd_files = sorted(results_dir.glob("rd_*.json"))
-    out += ["### Rate–distortion against JPEG, WebP and AVIF", ""]
+    out += ["### Rate–distortion: per-image byte budgets against WebP", ""]
     if not rd_files:
         out += ["Not measured yet: run `python -m benchmarks.rd` (or `make bench-rd`).", ""]
-    budgets_rows = []
+    else:
+        out += ["Per budget B, ours is `compress(target_bytes=B, fallback=False)` — the model alone, every file "
+                "≤ B; WebP is, per image, its highest quality whose whole file fits B (images it cannot fit are "
+                "left out of its means and counted). Δ = ours − WebP on the images WebP fits. BD-rates are of our "
+                "budget curve against WebP's budget curve (budgets where WebP fits every image) and against each "
+                "codec's quality sweep.", ""]
     for path in rd_files:
         r = _load(path)
-        name, d = r["model"]["name"], r["data"]
-        budgets_rows.append([name] + [rd.winner_text(r["budgets"][str(b)]) for b in rd.BUDGETS if str(b) in r["budgets"]])
-    if budgets_rows:
-        out += ["Winner per byte budget (best mean PSNR among settings whose mean whole-file size fits):", "",
-                rd.md_table(["model"] + [f"≤ {b} B" for b in rd.BUDGETS], budgets_rows), ""]
-    for path in rd_files:
-        r = _load(path)
+        if r.get("version") != 2:
+            continue
         name, d, s = r["model"]["name"], r["data"], r["settings"]
         png, md = path.with_suffix(".png"), path.with_suffix(".md")
         out += [f"#### `{name}`: {d['n_images']} {d['split']} images of `{Path(d['path']).name}`, "
-                f"{s['steps']} steps, bits {s['bits'][0]}–{s['bits'][-1]}", "",
+                f"{s['steps']} steps", "", rd.budget_rows_markdown(r), "", rd.bd_markdown(r), "",
                 f"![RD curves of {name}]({_link(png, readme)})", "",
-                rd.bd_markdown(r), "", f"All points and equal-bytes comparisons: [{md.name}]({_link(md, readme)}).", ""]
+                f"All points: [{md.name}]({_link(md, readme)}).", ""]
+
+    effort_files = sorted(results_dir.glob("effort_*.json"))
+    for path in effort_files:
+        e = _load(path)
+        if e.get("kind") == "effort":
+            out += [effort.markdown(e), ""]
 
     sp = _load(results_dir / "speed.json")
     out += ["### Speed", ""]
-    if sp is None:
+    if sp is None or "entropy_decode_us_per_file" not in sp.get("decode", {}):  # absent or format 1
         out += ["Not measured yet: run `python -m benchmarks.speed`.", ""]
     else:
         m = sp["machine"]

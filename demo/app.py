@@ -1,7 +1,8 @@
 """gancodec demo page: ``streamlit run demo/app.py``.
 
-Pick a model and an image, compress it, and see it next to JPEG, WebP and AVIF at the same file
-size; download the latent.bin, or upload one to decode it. The page only lays things out: the
+Pick a model and an image, compress it at a rate level or to a byte budget, and see it next to
+JPEG, WebP and AVIF at the same file size (runtime.classic); download the latent.bin, or upload one
+to decode it. The page only lays things out: the
 work is done by the runtime (through demo/samples.py).
 """
 
@@ -24,7 +25,7 @@ from runtime.codec import DEFAULT_STEPS, Codec  # noqa: E402
 from runtime.errors import CodecError  # noqa: E402
 
 log = logging.getLogger("gancodec.demo")
-EFFORTS = [0, 25, 50, 100, 300]
+EFFORTS = sorted({0, 10, DEFAULT_STEPS, 50, 100, 200})
 
 
 @st.cache_resource(show_spinner="Loading the model…")
@@ -66,10 +67,12 @@ st.markdown("<style>img {image-rendering: pixelated;}</style>", unsafe_allow_htm
 
 st.title("gancodec: a learned codec for tiny images")
 st.markdown(
-    "A generator network (a GAN) was trained on one kind of small image, e.g. CIFAR-10 airplanes. "
-    "**To compress** an image, the encoder searches for the short latent vector from which the "
-    "generator redraws the image. Only that vector is stored, quantized and entropy-coded into a "
-    "`latent.bin` file of a few dozen bytes. **To decode**, the generator simply runs once.  \n"
+    "A generator network (a GAN decoder) was trained with a rate–distortion loss on one kind of small "
+    "image, e.g. CIFAR-10 airplanes. **To compress** an image, the encoder maps it to a small grid of "
+    "latent values, scales them by the chosen **rate level** (finer levels: more bytes, better image), "
+    "refines them by gradient descent and range-codes the integers into a `latent.bin` of a few dozen "
+    "bytes. **To decode**, the generator simply runs once. With a byte budget, a WebP payload is stored "
+    "instead when WebP does better (images unlike the training set).  \n"
     "Below, the reconstruction is shown next to **JPEG, WebP and AVIF squeezed to the same file "
     "size**, with PSNR and SSIM against the original (higher is better). It only works well on "
     "images like the model's training set."
@@ -95,26 +98,29 @@ with st.sidebar:
         st.stop()
     bundle = codec.bundle
     size = bundle.image_size
-    psnr = manifest.get("validation_inversion_psnr")
+    grid_h, grid_w, channels = bundle.latent_shape
+    val_psnr = manifest.get("validation", {}).get("psnr") or []
     st.markdown(
         f"- data set: **{manifest.get('dataset', 'unknown')}**\n"
         f"- image size: **{size}×{size}**\n"
-        f"- latent: **{bundle.latent_dim} numbers**\n"
-        + (f"- validation PSNR: **{psnr:.1f} dB**\n" if isinstance(psnr, (int, float)) else "")
+        f"- latent: **{grid_h}×{grid_w}×{channels} values**, **{codec.levels} rate levels**\n"
+        + (f"- validation PSNR: **{min(val_psnr):.1f}–{max(val_psnr):.1f} dB** (coarsest to finest level)\n"
+           if val_psnr else "")
         + f"- model id: `{bundle.model_id[:12]}…`")
 
     st.header("Rate and effort")
-    rate_mode = st.radio("Rate control", ["bits", "target"], key="rate_mode", horizontal=True,
-                         format_func=lambda m: {"bits": "Bits per value", "target": "Target bytes"}[m])
-    if rate_mode == "bits":
-        bits = st.slider("Quantization bits per latent value", 2, 9, value=bundle.default_bits, key="bits",
-                         help="Fewer bits: smaller file, coarser latent.")
+    rate_mode = st.radio("Rate control", ["level", "target"], key="rate_mode", horizontal=True,
+                         format_func=lambda m: {"level": "Rate level", "target": "Target bytes"}[m])
+    if rate_mode == "level":
+        level = st.slider("Rate level", 0, codec.levels - 1, value=codec.default_level, key="level",
+                          help="0: the smallest file. Finer levels: more bytes, a better image.")
         target_bytes = None
     else:
-        bits = None
-        target_bytes = int(st.number_input("Largest file size (bytes)", min_value=6, max_value=4000, value=64,
+        level = None
+        target_bytes = int(st.number_input("Largest file size (bytes)", min_value=1, max_value=4000, value=64,
                                            step=4, key="target_bytes",
-                                           help="The finest quantization whose file fits is chosen."))
+                                           help="The finest rate level whose file fits is chosen; where WebP "
+                                                "fits and does better, the file holds a WebP payload."))
     steps = st.select_slider("Encode effort (optimization steps)", options=EFFORTS, value=DEFAULT_STEPS, key="steps",
                              help="0: the amortized encoder's guess only (instant). More steps: better "
                                   "reconstruction, slower encoding.")
@@ -158,7 +164,7 @@ with tab_compress:
         run = st.button("Compress", type="primary", key="compress", disabled=pixels is None)
         busy = st.empty()
 
-    settings = dict(bits=bits, target_bytes=target_bytes, steps=steps)
+    settings = dict(level=level, target_bytes=target_bytes, steps=steps)
     if run and pixels is not None:
         bar = busy.progress(0.0, text="Searching for the latent…")
 
@@ -167,8 +173,8 @@ with tab_compress:
 
         try:
             with right, st.spinner("Encoding… (the first encode loads TensorFlow, which takes a few seconds)"):
-                result = codec.encode_detailed([pixels], bits=bits, steps=steps, target_bytes=target_bytes,
-                                               progress=progress)[0]
+                result = codec.compress([pixels], level=level, target_bytes=target_bytes, steps=steps,
+                                        progress=progress)[0]
             bar.progress(1.0, text="Now JPEG, WebP and AVIF at the same size…")
             rows = demo.compare(pixels, result)
             st.session_state["result"] = dict(key=(directory, digest(pixels)), settings=settings,
@@ -185,12 +191,11 @@ with tab_compress:
         result, rows = shown["result"], shown["rows"]
         ours = rows[0]
         st.subheader("2 · Result")
-        st.success(f"Compressed to {ours.num_bytes} bytes ({ours.bpp:.2f} bits per pixel): "
+        how = f"rate level {result.level}" if result.kind == "latent" else "a WebP payload"
+        st.success(f"Compressed to {ours.num_bytes} bytes ({ours.bpp:.2f} bits per pixel, {how}): "
                    f"PSNR {ours.psnr:.2f} dB, SSIM {ours.ssim:.3f}.")
-        wanted = shown["settings"]["target_bytes"]
-        if wanted is not None and ours.num_bytes > wanted:
-            st.warning(f"No file of this model fits in {wanted} bytes: this is the smallest it makes "
-                       f"(at {result.bits} bits per value).")
+        for warning in result.warnings:
+            st.warning(warning[0].upper() + warning[1:] + ".")
         if shown["settings"] != settings:
             st.caption("The settings changed since: press Compress again to update.")
         cols = st.columns(len(rows) + 1)
@@ -220,7 +225,11 @@ with tab_decode:
             unexpected(exc)
         else:
             h, w = decoded.image.shape[:2]
-            st.success(f"Decoded {decoded.num_bytes} bytes with model {decoded.bundle.name} "
-                       f"({decoded.bundle.manifest.get('dataset', '?')}), {decoded.bits} bits per value: "
-                       f"a {w}×{h} image.")
+            if decoded.kind == "webp":
+                st.success(f"Decoded {decoded.num_bytes} bytes: a WebP payload (the encoder's fallback; "
+                           f"no model needed), a {w}×{h} image.")
+            else:
+                st.success(f"Decoded {decoded.num_bytes} bytes with model {decoded.bundle.name} "
+                           f"({decoded.bundle.manifest.get('dataset', '?')}), rate level {decoded.level}: "
+                           f"a {w}×{h} image.")
             st.image(demo.enlarge(decoded.image), width="content")

@@ -1,7 +1,7 @@
 """The demo's logic, kept out of the page so it can be tested without Streamlit.
 
-Everything here calls the runtime (codec, images, metrics, bitstream) and the benchmark's
-classic-codec interface; nothing re-implements a metric or an image conversion. The only pixel
+Everything here calls the runtime (codec, images, metrics, bitstream, and runtime.classic for
+JPEG/WebP/AVIF); nothing re-implements a metric or an image conversion. The only pixel
 operation of its own is :func:`enlarge`, a nearest-neighbour blow-up for display.
 
 Samples come from the project's data sets (``../shared/data/<dataset>.npz``, the ``val`` split)
@@ -63,7 +63,7 @@ def dataset_samples(dataset: str, size: int, n: int = NUM_SAMPLES, directory: Pa
 
 def generated_samples(bundle, n: int = NUM_SAMPLES, seed: int = 0):
     """``n`` images the generator draws from random latents (always available)."""
-    z = np.random.default_rng(seed).standard_normal((n, bundle.latent_dim)).astype(np.float32)
+    z = np.random.default_rng(seed).standard_normal((n, *bundle.latent_shape)).astype(np.float32)
     pixels = from_unit_range(bundle.generate(z))
     return [(f"generated #{i + 1}", pixels[i]) for i in range(n)]
 
@@ -96,8 +96,9 @@ def image_from_upload(data: bytes, size: int) -> tuple[np.ndarray, tuple[int, in
 @dataclass
 class Decoded:
     image: np.ndarray
-    bundle: object
-    bits: int
+    bundle: object  # None for a WebP payload (it needs no model)
+    level: int | None  # rate level of a latent file; None for a WebP payload
+    kind: str  # "latent" or "webp"
     num_bytes: int
 
 
@@ -106,7 +107,10 @@ def decode_upload(data: bytes) -> Decoded:
     _check_upload_size(data, MAX_LATENT_UPLOAD_MB, "latent.bin")
     header = bitstream.read_header(data)
     image, bundle = decode_file_bytes(data)
-    return Decoded(image, bundle, header.bits, len(data))
+    level = None
+    if header.kind == "latent":
+        level = bitstream.unpack_latent(data, bundle.model_id_bytes, bundle.entropy)[1]
+    return Decoded(image, bundle, level, header.kind, len(data))
 
 
 # -- comparison -------------------------------------------------------------------------------------
@@ -132,7 +136,7 @@ def codec_row(name: str, original: np.ndarray, reconstruction: np.ndarray, num_b
 
 def classic_rows(original: np.ndarray, target_bytes: int) -> list[Row]:
     """JPEG, WebP and AVIF (those this Pillow writes) at the highest quality within ``target_bytes``."""
-    from benchmarks.codecs import available_codecs
+    from runtime.classic import available_codecs
 
     rows = []
     for name, codec in available_codecs().items():
@@ -146,8 +150,11 @@ def classic_rows(original: np.ndarray, target_bytes: int) -> list[Row]:
 
 def compare(original: np.ndarray, result) -> list[Row]:
     """This codec's EncodeResult followed by the classic codecs at (at most) the same file size."""
-    ours = codec_row("gancodec", original, result.reconstruction, result.num_bytes,
-                     f"{result.bits} bits per latent value" + (f", {result.clipped} clipped" if result.clipped else ""))
+    if result.kind == "webp":
+        note = "WebP payload: WebP met the target better than the model"
+    else:
+        note = f"rate level {result.level}" + (f", {result.clipped} latent values clipped" if result.clipped else "")
+    ours = codec_row("gancodec", original, result.reconstruction, result.num_bytes, note)
     return [ours] + classic_rows(original, result.num_bytes)
 
 

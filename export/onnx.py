@@ -205,7 +205,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
     encoder = build_rd_encoder(cfg.channels, cfg.image_size, cfg.rd_e_widths)
     generator.load_weights(best_dir / "generator.weights.h5")
     encoder.load_weights(best_dir / "encoder.weights.h5")
-    with np.load(best_dir / "rate.npz") as f:
+    with np.load(best_dir / "rate.npz", allow_pickle=False) as f:
         rate = {k: f[k] for k in f.files}
     levels = expand_levels(rate)
     train_u8, val_u8 = load_dataset(cfg.data, cfg.image_size, cfg.seed)

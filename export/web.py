@@ -117,17 +117,6 @@ def build_site(out: str | os.PathLike, bundles, web: str | os.PathLike = WEB) ->
     return out
 
 
-def download_bytes(site: str | os.PathLike, model: str) -> dict:
-    """What the page downloads to decode one file with ``model``: bytes per part."""
-    site = Path(site)
-    page = sum((site / f).stat().st_size for f in PAGE_FILES)
-    runtime = sum((site / ORT_DIR / f).stat().st_size for f in ORT_FILES)
-    index = (site / "models" / INDEX).stat().st_size
-    bundle = sum((site / "models" / model / f).stat().st_size for f in (GENERATOR_ONNX, ENTROPY_BIN, MANIFEST))
-    return {"page": page, "runtime": runtime, "index": index, "bundle": bundle,
-            "total": page + runtime + index + bundle}
-
-
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)

@@ -159,7 +159,7 @@ class Bundle:
         path = self.path(RATE_NPZ)
         if not path.exists():
             raise CodecError(f"{self.directory}: no {RATE_NPZ}; this bundle can decode but not encode")
-        with np.load(path) as f:
+        with np.load(path, allow_pickle=False) as f:
             rate = {k: f[k] for k in f.files}
         if rate["gains"].shape != (self.levels, self.latent_shape[2]):
             raise CodecError(f"{self.directory}: {RATE_NPZ} does not match the manifest")

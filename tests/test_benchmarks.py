@@ -1,4 +1,5 @@
-"""Benchmarks (issue 5): RD, Table 1, speed and the README section, on the tiny bundle (no ../shared)."""
+"""Benchmarks (issues 5, 11): per-image budget RD, Table 1, speed, effort and the README section, on
+the tiny bundle (no ../shared)."""
 
 from __future__ import annotations
 
@@ -42,28 +43,25 @@ def test_rd_front_drops_dominated_points():
     assert r.tolist() == [50, 80, 100] and q.tolist() == [20, 25, 30]
 
 
-def _points(name, rates, psnrs):
-    return [{"setting": f"s{i}", "bytes": float(r), "psnr": float(p), "ms_ssim": 0.5, "ssim": 0.4}
-            for i, (r, p) in enumerate(zip(rates, psnrs))]
+def test_cached_encodings_search_like_the_codec():
+    """The budget search over the per-image cache finds what WEBP.best_fitting finds, encoding each
+    quality at most once."""
+    from runtime.classic import WEBP
 
-
-def test_winners_and_quality_at_bytes():
-    curves = {"ours": _points("ours", [40, 70, 120], [18, 20, 21]),
-              "big": _points("big", [90, 200], [25, 30])}
-    w = rd.winners(curves, budgets=(64, 96, 128, 30))
-    assert w["64"]["winner"] == "ours" and w["64"]["by_codec"]["big"] is None
-    assert w["96"]["winner"] == "big" and w["96"]["by_codec"]["ours"]["setting"] == "s1"
-    assert w["30"]["winner"] is None
-    at = rd.quality_at_bytes(curves["big"], 50)
-    assert at["status"] == "below" and at["smallest_bytes"] == 90 and at["value"] is None
-    mid = rd.quality_at_bytes(curves["big"], float(np.sqrt(90 * 200)))  # halfway in log-rate
-    assert mid["status"] == "interpolated" and mid["value"] == pytest.approx(27.5)
+    image = synthetic_images(1, 32, 7)[0]
+    cache = rd.CachedEncodings(WEBP, image)
+    for budget in (60, 90, 150):
+        found = cache.best_fitting(lambda d, b=budget: len(d) <= b)
+        direct = WEBP.best_fitting(image, lambda d, b=budget: len(d) <= b)
+        assert (found is None) == (direct is None) and (found is None or found == direct)
+    assert len(cache.files) <= 3 * 7
+    assert cache.best_fitting(lambda d: len(d) <= 5) is None
 
 
 def test_parse_int_list():
-    assert rd.parse_int_list("2,3, 5-7", "--bits") == [2, 3, 5, 6, 7]
+    assert rd.parse_int_list("40, 51, 60-62", "--budgets") == [40, 51, 60, 61, 62]
     with pytest.raises(rd.CodecError):
-        rd.parse_int_list("two", "--bits")
+        rd.parse_int_list("two", "--budgets")
 
 
 def test_table_knows_the_reference_values(tmp_path):
@@ -76,6 +74,9 @@ def test_table_knows_the_reference_values(tmp_path):
 
 # --- the CLIs on the tiny bundle ---------------------------------------------------------------
 
+BUDGETS = (30, 200)
+
+
 @pytest.fixture(scope="module")
 def data16(tmp_path_factory):
     path = tmp_path_factory.mktemp("bench") / "data16.npz"
@@ -85,67 +86,94 @@ def data16(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def results(tiny_bundle, data16, tmp_path_factory):
-    """Run rd, table and speed once into one results folder."""
+    """Run rd, table, speed and effort once into one results folder."""
+    from benchmarks import effort
+
     out = tmp_path_factory.mktemp("results")
     assert rd.main(["--model", str(tiny_bundle), "--data", str(data16), "--limit", "4", "--steps", "2",
-                    "--bits", "2,3", "--batch", "3", "--out", str(out), "--no-progress"]) == 0
+                    "--budgets", ",".join(map(str, BUDGETS)), "--levels", "0,16", "--batch", "3",
+                    "--out", str(out), "--no-progress"]) == 0
     assert table.main(["--models", f"{tiny_bundle}={data16}", "--limit", "3", "--steps", "1",
                        "--out", str(out), "--no-progress"]) == 0
     assert speed.main(["--model", str(tiny_bundle), "--quick", "--out", str(out), "--no-progress"]) == 0
+    assert effort.main(["--model", str(tiny_bundle), "--data", str(data16), "--limit", "3", "--steps", "0,2",
+                        "--target-bytes", "30", "--out", str(out)]) == 0
     return out
 
 
+def _name(bundle):
+    return json.loads((bundle / "manifest.json").read_text()).get("name", bundle.name)
+
+
 def test_rd_writes_json_md_png(results, tiny_bundle):
-    name = json.loads((tiny_bundle / "manifest.json").read_text()).get("name", tiny_bundle.name)
-    r = json.loads((results / f"rd_{name}.json").read_text())
-    assert (results / f"rd_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    md = (results / f"rd_{name}.md").read_text()
-    assert "Winner at a byte budget" in md and "Bjøntegaard" in md
-    assert r["data"]["n_images"] == 4 and r["settings"]["bits"] == [2, 3]
-    ours = r["curves"][rd.OURS]
-    assert [p["param"] for p in ours] == [2, 3]
-    for p in ours:
-        assert p["n"] == 4 and len(p["per_image"]["bytes"]) == 4
-        assert all(isinstance(b, int) and b >= 5 for b in p["per_image"]["bytes"])
-        assert p["bytes"] == pytest.approx(np.mean(p["per_image"]["bytes"]))
-        assert 0 < p["psnr"] < 100 and -1 <= p["ms_ssim"] <= 1
-    assert ours[1]["bytes"] >= ours[0]["bytes"]  # one more bit per value costs bytes
-    assert "JPEG" in r["curves"] and len(r["curves"]["JPEG"]) > 10
-    assert set(r["budgets"]) == {"64", "96", "128"}
-    assert set(r["bd"]) == set(r["curves"]) - {rd.OURS}
-    assert all(len(v) == 2 for v in r["equal_bytes"].values())
+    r = json.loads((results / f"rd_{_name(tiny_bundle)}.json").read_text())
+    assert (results / f"rd_{_name(tiny_bundle)}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (results / f"rd_{_name(tiny_bundle)}.md").read_text()
+    assert "Per-image byte budgets" in md and "Bjøntegaard" in md and "fallback=False" in md
+    assert r["data"]["n_images"] == 4 and r["settings"]["budgets"] == list(BUDGETS)
+    assert r["settings"]["fallback"] is False and r["settings"]["levels"] == [0, 16]
+    assert [row["budget"] for row in r["budgets"]] == list(BUDGETS)
+    for row in r["budgets"]:
+        o = row["ours"]
+        assert o["n"] == 4 and len(o["per_image"]["bytes"]) == 4
+        assert all(isinstance(b, int) and b >= 3 for b in o["per_image"]["bytes"])
+        assert o["bytes"] == pytest.approx(np.mean(o["per_image"]["bytes"]))
+        assert 0 < o["psnr"] < 100 and -1 <= o["ms_ssim"] <= 1
+        assert row["ours_over_budget"] == sum(b > row["budget"] for b in o["per_image"]["bytes"])
+        assert 0 <= row["fallback_would_switch"] <= 4 and 0 <= row["webp_fits"] <= 4
+        if row["webp"] is not None:  # WebP's means are over the images it fits, ours given on the same ones
+            assert row["webp"]["n"] == row["webp_fits"] == row["ours_on_webp_subset"]["n"]
+            assert row["webp"]["bytes_max"] <= row["budget"]
+            assert row["delta_psnr"] == pytest.approx(row["ours_on_webp_subset"]["psnr"] - row["webp"]["psnr"])
+    small, big = r["budgets"]
+    assert small["webp_fits"] == 0 and small["webp"] is None  # no WebP file of a 16x16 image is ≤ 30 B
+    assert big["webp_fits"] == 4 and big["ours"]["bytes"] >= small["ours"]["bytes"]
+    assert [p["param"] for p in r["curves"][rd.OURS]] == list(BUDGETS)
+    assert [p["param"] for p in r["curves"][f"{rd.OURS} levels"]] == [0, 16]
+    assert "JPEG" in r["curves"] and len(r["curves"]["WebP"]) == 101
+    assert "WebP budgets" in r["bd"] and r["bd"]["WebP budgets"]["budgets"] == [200]
+    assert {"JPEG sweep", "WebP sweep"} <= set(r["bd"])
 
 
-def test_rd_matches_the_codec(results, tiny_bundle, data16):
-    """The RD numbers are those of real files: re-encoding one image gives the same bytes and PSNR."""
+def test_rd_budgets_are_the_codec_and_webp_files(results, tiny_bundle, data16):
+    """The numbers are those of real files: re-encoding gives the same bytes and PSNR; WebP's are its
+    highest quality that fits."""
     from runtime import metrics
+    from runtime.classic import WEBP
     from runtime.codec import Codec
 
-    name = json.loads((tiny_bundle / "manifest.json").read_text()).get("name", tiny_bundle.name)
-    point = json.loads((results / f"rd_{name}.json").read_text())["curves"][rd.OURS][0]
+    r = json.loads((results / f"rd_{_name(tiny_bundle)}.json").read_text())
+    row = r["budgets"][1]
     codec = Codec(str(tiny_bundle))
-    images = rd.load_split(data16, 16, "val", 3)
-    res = codec.encode_detailed(list(images), bits=2, steps=2)
-    assert [r.num_bytes for r in res] == point["per_image"]["bytes"][:3]
-    decoded = np.stack([codec.decode(r.data) for r in res])
-    assert np.allclose(metrics.psnr(decoded, images), point["per_image"]["psnr"][:3], atol=1e-4)
+    images = rd.load_split(data16, 16, "val", 4)
+    res = codec.compress(list(images), target_bytes=row["budget"], fallback=False, steps=2)
+    assert [x.num_bytes for x in res] == row["ours"]["per_image"]["bytes"]
+    assert [x.level for x in res] == row["ours"]["per_image"]["level"]
+    assert all(x.kind == "latent" for x in res)
+    decoded = np.stack([codec.decompress(x.data) for x in res])
+    assert np.allclose(metrics.psnr(decoded, images), row["ours"]["per_image"]["psnr"], atol=1e-4)
+    for i, q, b in zip(row["webp"]["images"], row["webp"]["qualities"], row["webp"]["per_image"]["bytes"]):
+        assert len(WEBP.encode(images[i], q)) == b <= row["budget"]
+        assert q == 100 or len(WEBP.encode(images[i], q + 1)) > row["budget"]
 
 
 def test_rd_user_errors(tiny_bundle, data16, tmp_path, capsys):
     base = ["--model", str(tiny_bundle), "--data", str(data16), "--out", str(tmp_path), "--no-progress"]
-    assert rd.main(base + ["--bits", "1,2"]) == 2
+    assert rd.main(base + ["--budgets", "0,40"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+    assert rd.main(base + ["--levels", "99"]) == 2
     assert rd.main(base + ["--codecs", "GIF"]) == 2
+    assert rd.main(base + ["--steps", "-1"]) == 2
     assert rd.main(["--model", str(tmp_path / "nope"), "--data", str(data16), "--out", str(tmp_path)]) == 2
     assert rd.main(["--model", str(tiny_bundle), "--data", str(tmp_path / "none.npz"), "--out", str(tmp_path)]) == 2
     assert not list(tmp_path.glob("rd_*"))
 
 
-def test_table(results, tiny_bundle, capsys, tmp_path):
+def test_table(results, capsys, tmp_path):
     t = json.loads((results / "table.json").read_text())
     (row,) = t["rows"]
     assert row["n_images"] == 3 and row["reference"] is None and row["steps"] == 1
-    assert row["bits"] == json.loads((tiny_bundle / "manifest.json").read_text())["quantization"]["bits"]
+    assert row["target_bytes"] == table.TARGET_BYTES == 55 and row["bytes_max"] <= 55
     for key in ("l1", "mse", "psnr", "ssim", "ms_ssim", "bytes"):
         assert np.isfinite(row[key])
     assert row["l1"] > 0 and "MS-SSIM (ref)" in (results / "table.md").read_text()
@@ -155,13 +183,22 @@ def test_table(results, tiny_bundle, capsys, tmp_path):
 
 def test_speed(results):
     s = json.loads((results / "speed.json").read_text())
-    assert s["decode"]["generate_batch1"]["p50_ms"] > 0 and s["decode"]["codec_decode_batch1"]["p95_ms"] > 0
-    assert s["decode"]["throughput"]["images_per_s"] > 0
+    d = s["decode"]
+    assert d["generate_batch1"]["p50_ms"] > 0 and d["codec_decode_batch1"]["p95_ms"] > 0
+    assert d["entropy_decode_us_per_file"] > 0 and d["throughput"]["images_per_s"] > 0
     assert {(e["batch"], e["steps"]) for e in s["encode"]} == {(1, 0), (1, 2), (4, 0), (4, 2)}
     assert s["memory"]["total_peak_rss_mb"] >= s["memory"]["decode_peak_rss_mb"] > 0
-    assert s["flops"]["flops"] == 2 * s["flops"]["macs"] > 0 and "Conv" in s["flops"]["by_op"]
+    assert s["flops"]["flops"] == 2 * s["flops"]["macs"] > 0 and "Conv" in "".join(s["flops"]["by_op"])
     assert "JPEG" in s["classic"] and "WebP" in s["classic"]
     assert "Arithmetic" in (results / "speed.md").read_text()
+
+
+def test_effort(results, tiny_bundle):
+    result = json.loads((results / f"effort_{_name(tiny_bundle)}.json").read_text())
+    assert [(r["mode"], r["steps"]) for r in result["rows"]] == [("level", 0), ("level", 2), ("budget", 0),
+                                                                 ("budget", 2)]
+    assert all(r["bytes"] > 0 and r["psnr"] > 0 and r["ms_per_image"] > 0 for r in result["rows"])
+    assert all(r["bytes_max"] <= 30 for r in result["rows"] if r["mode"] == "budget")
 
 
 def test_onnx_macs_of_a_known_graph(tmp_path):
@@ -193,7 +230,8 @@ def test_readme_section(results, tmp_path, capsys):
     assert readme.main(["--readme", str(doc), "--results", str(results)]) == 0
     text = doc.read_text()
     assert "old text" not in text and text.startswith("# T\n\nbefore\n") and text.endswith("after\n")
-    assert "Winner per byte budget" in text and ".png)" in text and "MS-SSIM (ref)" in text and "### Speed" in text
+    assert "WebP fits" in text and ".png)" in text and "MS-SSIM (ref)" in text and "### Speed" in text
+    assert "Encode effort" in text and "entropy decode" in text
     assert readme.main(["--readme", str(doc), "--results", str(results), "--check"]) == 0
     assert readme.main(["--readme", str(doc), "--results", str(results)]) == 0
     assert doc.read_text() == text  # idempotent
@@ -204,15 +242,3 @@ def test_readme_section(results, tmp_path, capsys):
     capsys.readouterr()
     assert readme.main(["--readme", str(plain), "--results", str(results)]) == 0
     assert plain.read_text() == "# no markers\n" and "markers" in capsys.readouterr().err
-
-
-def test_effort(tiny_bundle, data16, tmp_path):
-    from benchmarks import effort
-
-    assert effort.main(["--model", str(tiny_bundle), "--data", str(data16), "--limit", "3", "--steps", "0,2",
-                        "--out", str(tmp_path)]) == 0
-    name = json.loads((tiny_bundle / "manifest.json").read_text()).get("name", tiny_bundle.name)
-    result = json.loads((tmp_path / f"effort_{name}.json").read_text())
-    settings = [r["setting"] for r in result["rows"]]
-    assert settings == ["E(x) only", "0 steps", "2 steps"]
-    assert all(r["bytes"] > 0 and r["psnr"] > 0 for r in result["rows"])

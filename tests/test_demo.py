@@ -73,8 +73,8 @@ def test_page_renders_with_bundle(demo_env):
     assert not errors(at)
     assert at.selectbox(key="model").value == str(demo_env)
     info = " ".join(m.value for m in at.sidebar.markdown)
-    assert "tiny" in info and "16×16" in info and "**8 numbers**" in info
-    assert at.slider(key="bits").value == Codec(demo_env).bundle.default_bits
+    assert "tiny" in info and "16×16" in info and "**2×2×8 values**" in info and "**17 rate levels**" in info
+    assert at.slider(key="level").value == Codec(demo_env).default_level
     assert at.select_slider(key="steps").value == DEFAULT_STEPS
     assert any("generator itself" in c.value for c in at.caption)  # no data set: generated samples
     assert not at.button(key="compress").disabled
@@ -92,15 +92,15 @@ def test_compress_sample_shows_result_and_comparison(demo_env):
     at = app_test()
     at.radio(key="sample").set_value(2)
     at.select_slider(key="steps").set_value(25)
-    at.slider(key="bits").set_value(5)
+    at.slider(key="level").set_value(12)
     at.button(key="compress").click().run()
     assert not at.exception, at.exception
     assert not errors(at)
     assert len(at.success) == 1 and "bytes" in at.success[0].value, at.success
     shown = at.session_state["result"]
     result, rows = shown["result"], shown["rows"]
-    assert result.bits == 5
-    assert f"Compressed to {len(result.data)} bytes" in at.success[0].value
+    assert result.kind == "latent" and result.level == 12
+    assert f"Compressed to {len(result.data)} bytes" in at.success[0].value and "rate level 12" in at.success[0].value
     assert rows[0].name == "gancodec" and {"JPEG", "WebP"} <= {r.name for r in rows}
     cells = [m.value for m in at.markdown if "bpp" in m.value and "PSNR" in m.value]
     assert len(cells) == len(rows)
@@ -115,6 +115,10 @@ def test_compress_sample_shows_result_and_comparison(demo_env):
     assert len(at.success) == 1
 
 
+def budget_warnings(at) -> list[str]:
+    return [w.value for w in at.warning if "cannot be met" in w.value]
+
+
 def test_target_bytes_mode(demo_env):
     at = app_test()
     at.radio(key="rate_mode").set_value("target").run()
@@ -122,28 +126,49 @@ def test_target_bytes_mode(demo_env):
     at.number_input(key="target_bytes").set_value(14)
     at.button(key="compress").click().run()
     assert not at.exception and not errors(at), (at.exception, errors(at))
-    assert len(at.session_state["result"]["result"].data) <= 14
-    assert not at.warning
-    at.number_input(key="target_bytes").set_value(6)  # below any file: told so, not an error
+    result = at.session_state["result"]["result"]
+    assert len(result.data) <= 14 and result.kind == "latent"
+    assert not budget_warnings(at)
+    at.number_input(key="target_bytes").set_value(2)  # below any file: told so, not an error
     at.button(key="compress").click().run()
     assert not at.exception and not errors(at), (at.exception, errors(at))
-    assert len(at.session_state["result"]["result"].data) > 6
-    assert len(at.warning) == 1 and "fits in 6 bytes" in at.warning[0].value
+    assert len(at.session_state["result"]["result"].data) > 2
+    (warning,) = budget_warnings(at)
+    assert "budget of 2 bytes cannot be met" in warning
+
+
+def test_noise_upload_with_a_budget_falls_back_to_webp(demo_env):
+    noise = np.random.default_rng(3).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    at = app_test()
+    at.file_uploader(key="image_file").set_value(("noise.png", png_bytes(noise), "image/png"))
+    at.radio(key="rate_mode").set_value("target").run()
+    at.select_slider(key="steps").set_value(0)
+    at.number_input(key="target_bytes").set_value(300)
+    at.button(key="compress").click().run()
+    assert not at.exception and not errors(at), (at.exception, errors(at))
+    result = at.session_state["result"]["result"]
+    assert result.kind == "webp" and len(result.data) <= 300
+    assert "WebP payload" in at.success[0].value
+    assert any("WebP" in w.value for w in at.warning)
+    at.file_uploader(key="latent_file").set_value(("latent.bin", result.data, "application/octet-stream"))
+    at.run()
+    assert not at.exception and not errors(at)
+    assert any("Decoded" in s.value and "WebP payload" in s.value for s in at.success)
 
 
 def test_bad_latent_uploads_give_errors_not_tracebacks(demo_env):
     codec = Codec(demo_env)
-    good = codec.encode([synthetic_images(1, 16, 3)[0]], steps=0)[0]
+    good = codec.compress([synthetic_images(1, 16, 3)[0]], level=16, steps=0)[0].data
     corrupt = bytearray(good)
     corrupt[len(corrupt) // 2] ^= 0x5A
     other_id = bytes(b ^ 0xFF for b in codec.bundle.model_id_bytes)  # a model that is not installed
-    symbols, _ = bitstream.quantize(np.zeros(8, np.float32), 4)
-    foreign = bitstream.pack(symbols, 4, other_id)
+    foreign = bitstream.pack_latent(np.zeros(codec.bundle.latent_shape, np.int32), 0, codec.bundle.entropy, other_id)
     cases = {
         "not a latent": b"hello, this is not a latent.bin",
         "corrupt": bytes(corrupt),
         "other model": foreign,
-        "too large": b"\xc7" * (2 * 1024 * 1024),
+        "format 1": b"\xc7\x47\x12\x34" + bytes(20),
+        "too large": b"\x8a" * (2 * 1024 * 1024),
         "empty": b"",
     }
     at = app_test()
@@ -157,7 +182,7 @@ def test_bad_latent_uploads_give_errors_not_tracebacks(demo_env):
     at.file_uploader(key="latent_file").set_value(("latent.bin", good, "application/octet-stream"))
     at.run()
     assert not at.exception and not errors(at)
-    assert any("Decoded" in s.value and "tiny" in s.value for s in at.success)
+    assert any("Decoded" in s.value and "tiny" in s.value and "rate level 16" in s.value for s in at.success)
 
 
 def decode_error(data: bytes) -> str:

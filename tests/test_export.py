@@ -4,18 +4,26 @@ import shutil
 import numpy as np
 import pytest
 
+from export.onnx import SUBLEVELS, expand_levels
 from runtime.errors import CodecError
-from tests.conftest import run_module
+from tests.conftest import run_module, tiny_config
 
 
 def test_bundle_files_and_manifest(tiny_bundle):
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
-    for key in ("format", "model_id", "latent_dim", "image_size", "output_range", "dataset", "training",
-                "validation_inversion_psnr", "quantization", "versions", "files", "parity_max_abs_diff"):
+    for key in ("format", "name", "model_id", "image_size", "latent_grid", "channels", "levels", "output_range",
+                "dataset", "training", "validation", "parity_max_abs_diff", "files", "versions"):
         assert key in manifest, key
-    assert manifest["latent_dim"] == 8 and manifest["image_size"] == 16
-    assert set(manifest["files"]) == {"generator.onnx", "generator.keras", "encoder.onnx", "encoder.keras"}
+    assert manifest["format"] == 2 and manifest["image_size"] == 16
+    assert manifest["latent_grid"] == [2, 2] and manifest["channels"] == 8
+    assert manifest["training"]["mode"] == "rd" and manifest["training"]["trained_levels"] == 3
+    assert manifest["levels"] == (3 - 1) * SUBLEVELS + 1
+    assert set(manifest["files"]) == {"generator.onnx", "generator.keras", "encoder.onnx", "encoder.keras",
+                                      "entropy.bin", "rate.npz"}
     assert all(v <= 1e-4 for v in manifest["parity_max_abs_diff"].values())
+    val = manifest["validation"]
+    assert val["images"] == 16 and len(val["bytes"]) == len(val["psnr"]) == manifest["levels"]
+    assert val["bytes"][-1] > val["bytes"][0]
 
 
 def test_onnx_is_self_describing(tiny_bundle):
@@ -23,10 +31,13 @@ def test_onnx_is_self_describing(tiny_bundle):
 
     model = onnx.load(str(tiny_bundle / "generator.onnx"))
     meta = {p.key: p.value for p in model.metadata_props}
-    assert meta["latent_dim"] == "8" and meta["image_size"] == "16"
-    assert [i.name for i in model.graph.input] == ["z"]
+    assert meta["latent_grid"] == "2,2,8" and meta["image_size"] == "16" and meta["gancodec_role"] == "generator"
+    assert [i.name for i in model.graph.input] == ["latent"]
     dims = model.graph.input[0].type.tensor_type.shape.dim
     assert not dims[0].HasField("dim_value")  # dynamic batch
+    assert [d.dim_value for d in dims[1:]] == [2, 2, 8]
+    enc = onnx.load(str(tiny_bundle / "encoder.onnx"))
+    assert [i.name for i in enc.graph.input] == ["image"] and [o.name for o in enc.graph.output] == ["latent"]
 
 
 def test_parity_check_cli(tiny_bundle):
@@ -35,15 +46,44 @@ def test_parity_check_cli(tiny_bundle):
     assert "max abs diff" in r.stdout
 
 
-def test_latent_prior_is_standard_normal_on_training_data(tiny_bundle, tiny_npz):
-    from runtime.bundle import load_bundle
-    from runtime.images import to_unit_range
+def test_expand_levels_interpolates_between_trained_levels():
+    rate = {"log_gain": np.log([[1.0, 2.0], [4.0, 8.0], [16.0, 8.0]]).astype(np.float32),
+            "log_inv_gain": -np.log([[1.0, 2.0], [4.0, 8.0], [16.0, 8.0]]).astype(np.float32),
+            "lambdas": np.array([0.01, 0.04, 0.16], np.float32)}
+    out = expand_levels(rate, sublevels=2)
+    np.testing.assert_allclose(out["gains"], [[1, 2], [2, 4], [4, 8], [8, 8], [16, 8]], rtol=1e-5)
+    np.testing.assert_allclose(out["gains"] * out["inv_gains"], 1, rtol=1e-5)
+    np.testing.assert_allclose(out["lambdas"], [0.01, 0.02, 0.04, 0.08, 0.16], rtol=1e-5)
 
-    bundle = load_bundle(tiny_bundle)
+
+def test_entropy_tables_cover_the_training_symbols(tiny_bundle, tiny_npz):
+    """Every symbol of every training image, at every level, is inside its table: nothing clipped."""
+    from runtime.codec import Codec
+
+    codec = Codec(str(tiny_bundle))
     train = np.load(tiny_npz, allow_pickle=False)["train"]
-    z = bundle.encode_latents(to_unit_range(train))
-    np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-3)
-    np.testing.assert_allclose(z.std(axis=0), 1, atol=1e-3)
+    y = codec.analyze(train)
+    for level in range(codec.levels):
+        _, clipped = codec.quantize(codec.scale(y, np.full(len(y), level)), level)
+        assert clipped.sum() == 0, level
+
+
+def test_validation_figures_match_the_runtime(tiny_bundle, tiny_npz):
+    """The manifest's per-level PSNR (the runtime's unlike-the-training-set warning) is what the
+    runtime's decoder gives on the validation split."""
+    from runtime import metrics
+    from runtime.codec import Codec
+
+    codec = Codec(str(tiny_bundle))
+    val = np.load(tiny_npz, allow_pickle=False)["val"]
+    y = codec.analyze(val)
+    for level in (0, codec.levels // 2, codec.levels - 1):
+        levels = np.full(len(y), level)
+        symbols, _ = codec.quantize(codec.scale(y, levels), levels)
+        psnr = float(np.mean(metrics.psnr(codec.synthesize(symbols, levels), val)))
+        assert psnr == pytest.approx(codec.bundle.validation_psnr(level), abs=0.05)
+        bits = float(np.mean(codec.bundle.entropy.bits(level, symbols)))
+        assert bits / 8 == pytest.approx(codec.bundle.manifest["validation"]["bytes"][level], abs=0.05)
 
 
 def test_modified_onnx_is_refused(tiny_bundle, tmp_path):
@@ -66,7 +106,8 @@ def test_loading_works_without_tensorflow(tiny_bundle):
         "import numpy as np\n"
         "from runtime.bundle import load_bundle\n"
         f"b = load_bundle({str(tiny_bundle)!r})\n"
-        "out = b.generate(np.zeros((2, b.latent_dim), np.float32))\n"
+        "out = b.generate(np.zeros((2, *b.latent_shape), np.float32))\n"
+        "assert b.entropy.levels == b.levels\n"
         "assert out.shape == (2, 16, 16, 3)\n"
         "assert 'tensorflow' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
         "print('ok')\n"
@@ -94,3 +135,17 @@ def test_failed_parity_leaves_no_bundle(tiny_run, tmp_path, monkeypatch):
     with pytest.raises(CodecError, match="parity"):
         exporter.export_run(tiny_run, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_gan_and_recon_runs(tiny_npz, tmp_path):
+    """Only rd runs make a format-2 bundle; the other modes still train (tests/test_training.py)."""
+    from export.onnx import ExportError, export_run
+    from training.train import train
+
+    run = tmp_path / "gan"
+    train(tiny_config(tiny_npz, run, mode="gan", steps=2, eval_every=2, ckpt_every=2, eval_steps=1), quiet=True)
+    with pytest.raises(ExportError, match="only rd runs"):
+        export_run(run, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    r = run_module("export.onnx", run, "--out", tmp_path / "out2")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: ") and "rd" in r.stderr

@@ -81,8 +81,59 @@ def test_bad_image_size():
         build_generator(8, 48)
 
 
+@pytest.mark.parametrize("size", [16, 32])
+def test_rd_architectures_have_configured_shapes(size):
+    from training.rd import (
+        RateModel,
+        build_rd_discriminator,
+        build_rd_encoder,
+        build_rd_generator,
+        lambdas,
+    )
+
+    grid = size // 8
+    e = build_rd_encoder(8, size, (8, 16))
+    assert e.input_shape == (None, size, size, 3) and e.output_shape == (None, grid, grid, 8)
+    g = build_rd_generator(8, size, (16, 16, 8, 8))
+    assert g.input_shape == (None, grid, grid, 8) and g.output_shape == (None, size, size, 3)
+    assert build_rd_discriminator(size, (8, 16)).output_shape == (None, 1)
+    out = g(np.zeros((2, grid, grid, 8), np.float32)).numpy()
+    assert out.min() >= -1 and out.max() <= 1
+    lam = lambdas(3, (0.002, 0.05))
+    assert lam[0] == pytest.approx(0.002) and lam[-1] == pytest.approx(0.05) and np.all(np.diff(lam) > 0)
+    gains, inv = (t.numpy() for t in RateModel(8, 3).gains(np.arange(3)))
+    assert gains.shape == (3, 8) and np.all(np.diff(gains[:, 0]) > 0)  # finer levels: larger gains
+    np.testing.assert_allclose(gains * inv, 1, rtol=1e-5)
+
+
+def test_rd_training_needs_a_size_divisible_by_8(tiny_npz, tmp_path):
+    from training.train import train
+
+    with pytest.raises(CodecError, match="divisible by 8"):
+        train(tiny_config(tiny_npz, tmp_path / "r", image_size=12, steps=2), quiet=True)
+
+
+def test_tiny_rd_training_has_finite_losses_and_artifacts(tiny_npz, tmp_path):
+    from training.train import train
+
+    out = tmp_path / "rd"
+    summary = train(tiny_config(tiny_npz, out, steps=6), quiet=True)
+    assert set(summary["last_losses"]) >= {"loss", "bpp", "mse", "adv", "d_loss"}
+    assert all(np.isfinite(v) for v in summary["last_losses"].values())
+    for name in ("config.json", "log.csv", "val.csv", "curves.png", "summary.json", "best/generator.weights.h5",
+                 "best/encoder.weights.h5", "best/rate.npz", "best/best.json"):
+        assert (out / name).exists(), name
+    assert json.loads((out / "config.json").read_text())["mode"] == "rd"  # the default mode
+    assert list((out / "samples").glob("*.png"))
+    best = json.loads((out / "best" / "best.json").read_text())
+    assert np.isfinite(best["score"])
+    assert all(np.isfinite(best[f"psnr{lv}"]) and best[f"bytes{lv}"] > 0 for lv in range(3))
+    with np.load(out / "best" / "rate.npz", allow_pickle=False) as rate:
+        assert rate["log_gain"].shape == (3, 8) and rate["lambdas"].shape == (3,)
+
+
 @pytest.mark.parametrize("mode", ["gan", "recon"])
-def test_tiny_training_has_finite_losses_and_artifacts(tiny_npz, tmp_path, mode):
+def test_gan_and_recon_modes_still_train(tiny_npz, tmp_path, mode):
     from training.train import train
 
     out = tmp_path / mode
@@ -95,18 +146,25 @@ def test_tiny_training_has_finite_losses_and_artifacts(tiny_npz, tmp_path, mode)
     assert np.isfinite(best["val_psnr"]) and best["val_psnr"] > 0
 
 
-def test_checkpoint_then_resume_continues_with_same_weights(tiny_npz, tmp_path):
+def _restored_generator(cfg, run):
     import tensorflow as tf
 
-    from training.train import build_models, load_config, train
+    from training.rd import build_rd_generator
+
+    g = build_rd_generator(cfg.channels, cfg.image_size, cfg.rd_g_widths)
+    ckpt = tf.train.Checkpoint(generator=g, step=tf.Variable(0, dtype=tf.int64))
+    ckpt.restore(tf.train.latest_checkpoint(str(run / "ckpt"))).expect_partial()
+    return g, int(ckpt.step.numpy())
+
+
+def test_checkpoint_then_resume_continues_with_same_weights(tiny_npz, tmp_path):
+    from training.train import load_config, train
 
     out = tmp_path / "run"
     train(tiny_config(tiny_npz, out, steps=6, ckpt_every=3, eval_every=3), quiet=True)
     cfg = load_config(out).resolved()
-    g, d, e = build_models(cfg)
-    ckpt = tf.train.Checkpoint(generator=g, step=tf.Variable(0, dtype=tf.int64))
-    ckpt.restore(tf.train.latest_checkpoint(str(out / "ckpt"))).expect_partial()
-    assert int(ckpt.step.numpy()) == 6
+    g, step = _restored_generator(cfg, out)
+    assert step == 6
     saved = [w.copy() for w in g.get_weights()]
 
     # resuming with the same step count restores the weights and trains no further
@@ -114,16 +172,13 @@ def test_checkpoint_then_resume_continues_with_same_weights(tiny_npz, tmp_path):
         train(tiny_config(tiny_npz, out, steps=6), quiet=True)
     summary = train(tiny_config(tiny_npz, out, steps=6), resume=True, quiet=True)
     assert summary["steps"] == 6
-    g2, _, _ = build_models(cfg)
-    ck2 = tf.train.Checkpoint(generator=g2, step=tf.Variable(0, dtype=tf.int64))
-    ck2.restore(tf.train.latest_checkpoint(str(out / "ckpt"))).expect_partial()
+    g2, step = _restored_generator(cfg, out)
+    assert step == 6
     for a, b in zip(saved, g2.get_weights()):
         np.testing.assert_array_equal(a, b)
     # extending the run continues from step 6
-    summary = train(tiny_config(tiny_npz, out, steps=8), resume=True, quiet=True)
-    ck3 = tf.train.Checkpoint(step=tf.Variable(0, dtype=tf.int64))
-    ck3.restore(tf.train.latest_checkpoint(str(out / "ckpt"))).expect_partial()
-    assert int(ck3.step.numpy()) == 8
+    train(tiny_config(tiny_npz, out, steps=8), resume=True, quiet=True)
+    assert _restored_generator(cfg, out)[1] == 8
     steps_logged = [int(line.split(",")[0]) for line in (out / "val.csv").read_text().splitlines()[1:]]
     assert steps_logged == sorted(set(steps_logged))  # no duplicated rows after resume
 
@@ -134,3 +189,5 @@ def test_cli_reports_user_errors(tmp_path):
     r = run_module("training.train", "--data", tmp_path / "nothing.npz", "--out", tmp_path / "r", "--steps", "1")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1].startswith("error: ")
+    r = run_module("training.train", "--data", tmp_path / "nothing.npz", "--out", tmp_path / "r", "--mode", "vae")
+    assert r.returncode == 2
