@@ -640,6 +640,7 @@ def plot(result: dict, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     styles = {"JPEG": ("tab:blue", "s"), "WebP": ("tab:green", "^"), "AVIF": ("tab:purple", "D")}
@@ -681,6 +682,8 @@ def plot(result: dict, path: Path) -> Path:
             ax.set_ylim(top=PLOT_PSNR_TOP)
         ax.set_xscale("log")
         ax.set_xlim(20, max(600, max(result["settings"]["budgets"]) * 1.5))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xticks(result["settings"]["budgets"], [str(b) for b in result["settings"]["budgets"]], fontsize=7)
         ax.set_xlabel("bytes per image (whole file)")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)

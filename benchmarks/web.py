@@ -208,7 +208,7 @@ def main(argv=None) -> int:
 
         size = load_bundle(a.model).image_size
         if a.data:
-            with np.load(a.data) as f:
+            with np.load(a.data, allow_pickle=False) as f:
                 if a.split not in f.files:
                     raise CodecError(f"{a.data}: no split {a.split!r} (has {', '.join(f.files)})")
                 images = f[a.split][: a.limit]

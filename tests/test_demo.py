@@ -134,7 +134,7 @@ def test_target_bytes_mode(demo_env):
     assert not at.exception and not errors(at), (at.exception, errors(at))
     assert len(at.session_state["result"]["result"].data) > 2
     (warning,) = budget_warnings(at)
-    assert "budget of 2 bytes cannot be met" in warning
+    assert "Budget of 2 bytes cannot be met" in warning
 
 
 def test_noise_upload_with_a_budget_falls_back_to_webp(demo_env):
