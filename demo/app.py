@@ -213,6 +213,9 @@ with tab_compress:
 
 with tab_decode:
     st.subheader("Decode a latent.bin")
+    st.caption("No Python needed: `make web-demo` serves a static page that decodes the same latent.bin "
+               "files in the browser (onnxruntime-web, nothing uploaded) on "
+               "[localhost:8000](http://localhost:8000/); see the README's *Decode in the browser*.")
     st.markdown("The decoder reads the model id from the file's header, finds that model among the "
                 "installed bundles and runs its generator (onnxruntime only, no TensorFlow).")
     latent = st.file_uploader("Upload a latent.bin", key="latent_file", max_upload_size=demo.MAX_LATENT_UPLOAD_MB)

@@ -35,7 +35,8 @@ from runtime.images import from_unit_range, restore_size, to_model_size, to_unit
 
 MIRROR_TOLERANCE = 1e-4
 DEFAULT_STEPS = 20  # refinement steps (benchmarks.effort measures the trade-off)
-DEFAULT_LR = 0.1  # Adam step on the scaled latent (1 = one quantization step)
+COARSER_BY = 7  # with a target, refinement also starts levels/COARSER_BY levels coarser
+DEFAULT_LR = 0.03  # Adam step on the scaled latent (1 = one quantization step); measured: 0.1 overshoots
 UNLIKE_TRAINING_DB = 6.0  # warn when an image decodes this far below the bundle's validation PSNR
 
 
@@ -162,6 +163,23 @@ class Codec:
         gains = self.bundle.rate["gains"][np.asarray(levels)]
         return (np.asarray(y, np.float32) * gains[:, None, None, :]).astype(np.float32)
 
+    def quantize_to_fit(self, scaled: np.ndarray, levels, max_bytes: int, sizes=None,
+                        deadzones=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5)) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`quantize`, but per image the smallest dead zone (rounding |u| − d instead of
+        |u|, which sends borderline values to the cheaper symbol nearer 0) whose file fits
+        ``max_bytes``: a refined latent that passes the budget by a few bytes is trimmed, not lost."""
+        levels = np.broadcast_to(np.asarray(levels), (len(scaled),))
+        sizes = sizes or [None] * len(scaled)
+        out, clipped = [], []
+        for u, lv, size in zip(scaled, levels, sizes):
+            for d in deadzones:
+                q, n = self.bundle.entropy.clip(int(lv), np.sign(u) * np.floor(np.abs(u) + 0.5 - d))
+                if len(self.pack(q, lv, size)) <= max_bytes:
+                    break
+            out.append(q)
+            clipped.append(n)
+        return np.stack(out), np.array(clipped)
+
     def pack(self, symbols: np.ndarray, level: int, size=None) -> bytes:
         """One image's symbols (H, W, C) at ``level`` -> latent.bin bytes."""
         return bitstream.pack_latent(symbols, int(level), self.bundle.entropy, self.bundle.model_id_bytes, size)
@@ -210,18 +228,40 @@ class Codec:
         return lo
 
     def refine(self, pixels: np.ndarray, y: np.ndarray, levels: np.ndarray, steps: int = DEFAULT_STEPS,
-               lr: float = DEFAULT_LR, progress=None) -> np.ndarray:
-        """Rate–distortion refinement (TF mirror gradients), each image at its level -> scaled latents."""
+               lr: float = DEFAULT_LR, max_bytes=None, sizes=None, progress=None) -> np.ndarray:
+        """Rate–distortion refinement (TF mirror gradients), each image at its level -> scaled latents.
+
+        ``max_bytes``: a per-image budget for the whole file (``sizes``: the stored original sizes,
+        which cost header bytes); the refinement then fills the budget without passing it."""
         scaled = self.scale(y, levels)
         if steps <= 0:
             return scaled
         from runtime.inversion import refine
 
-        rate = self.bundle.rate
         levels = np.asarray(levels)
-        inv = self.bundle.entropy.inv_gains[levels]
-        return refine(self.mirror, to_unit_range(pixels), scaled, rate["gains"][levels], inv,
-                      rate["lambdas"][levels], rate, steps, lr, progress)
+        costs, lo = self.code_lengths(levels)
+        max_bits = None
+        if max_bytes is not None:
+            sizes = sizes or [None] * len(levels)
+            model = self.bundle.entropy
+            overhead = np.array([len(self.pack(np.zeros(model.shape, np.int32), 0, s)) for s in sizes])
+            lead = float(model.level_table.costs()[0]) if model.levels > 1 else 0.0
+            max_bits = 8.0 * (np.broadcast_to(max_bytes, levels.shape) - overhead) - lead
+        return refine(self.mirror, to_unit_range(pixels), scaled, self.bundle.entropy.inv_gains[levels],
+                      self.bundle.rate["lambdas"][levels], costs, lo, steps, lr, max_bits, progress)
+
+    def code_lengths(self, levels) -> tuple[np.ndarray, np.ndarray]:
+        """Per image, the coder's bits of every symbol of every channel at its level: (costs (N, C, K)
+        with a large value past each table's end, lo (N, C)) — refinement's rate term."""
+        model = self.bundle.entropy
+        width = max(t.n for lv in set(int(v) for v in levels) for t in model.tables[lv])
+        per_level = {}
+        for lv in set(int(v) for v in levels):
+            costs = np.full((model.channels, width), 32.0, np.float32)
+            for c, t in enumerate(model.tables[lv]):
+                costs[c, : t.n] = t.costs()
+            per_level[lv] = (costs, np.array([t.lo for t in model.tables[lv]], np.float32))
+        return (np.stack([per_level[int(v)][0] for v in levels]), np.stack([per_level[int(v)][1] for v in levels]))
 
     # -- the whole encoder --------------------------------------------------------------------------
 
@@ -246,25 +286,52 @@ class Codec:
             levels = np.full(len(pixels), self.default_level if level is None else int(level))
         else:
             levels = self.choose_levels(y, pixels, target_bytes, target_psnr, keep)
-        candidates = [self.quantize(self.scale(y, levels), levels)]
-        if steps > 0:
-            candidates.insert(0, self.quantize(self.refine(pixels, y, levels, steps, progress=progress), levels))
+        candidates = self.candidates(pixels, y, levels, steps, target_psnr, target_bytes, keep, progress)
         results = []
         for i in range(len(pixels)):
             options = []
-            for symbols, clipped in candidates:
-                data = self.pack(symbols[i], levels[i], keep[i])
-                recon = self.synthesize(symbols[i : i + 1], levels[i : i + 1])[0]
-                options.append(EncodeResult(data, recon, int(levels[i]), "latent", int(clipped[i]),
-                                            metrics.quality(recon, pixels[i])))
+            for lv, symbols, clipped, recon in candidates:
+                data = self.pack(symbols[i], lv[i], keep[i])
+                options.append(EncodeResult(data, recon[i], int(lv[i]), "latent", int(clipped[i]),
+                                            {"mse": metrics.mse(recon[i], pixels[i]),
+                                             "psnr": metrics.psnr(recon[i], pixels[i])}))
             best = _pick(options, target_bytes, target_psnr, self.bundle.rate["lambdas"][levels[i]])
             if fallback and target is not None:
                 webp = webp_fallback(pixels[i], self.bundle.model_id_bytes, keep[i], target_bytes, target_psnr)
                 if webp is not None and _pick([best, webp], target_bytes, target_psnr, None) is webp:
                     best = webp
+            best.quality = {k: float(v) for k, v in metrics.quality(best.reconstruction, pixels[i]).items()}
             best.warnings = self._warnings(best, target_bytes, target_psnr)
             results.append(best)
         return results
+
+    def candidates(self, pixels: np.ndarray, y: np.ndarray, levels: np.ndarray, steps: int,
+                   target_psnr: float | None = None, max_bytes: int | None = None, sizes=None,
+                   progress=None) -> list[tuple]:
+        """The latents :meth:`compress` chooses from, each as (levels, symbols, clipped, decoded):
+        the encoder's own at ``levels`` and, with ``steps``, the refined one at ``levels`` (under
+        ``max_bytes`` when given). For a PSNR target also the refined one :data:`COARSER_BY`
+        levels coarser: refinement gains quality, so a coarser start may reach the target."""
+        sets = [np.asarray(levels)]
+        if steps > 0 and target_psnr is not None:
+            sets.append(np.maximum(sets[0] - max(1, self.levels // COARSER_BY), 0))
+        out = []
+        if steps > 0:
+            n = len(pixels)
+            rep = np.concatenate(sets)
+            scaled = self.refine(np.concatenate([pixels] * len(sets)), np.concatenate([y] * len(sets)), rep,
+                                 steps, max_bytes=max_bytes, sizes=(sizes or [None] * n) * len(sets),
+                                 progress=progress)
+            for k, lv in enumerate(sets):
+                part = scaled[k * n : (k + 1) * n]
+                if max_bytes is None:
+                    symbols, clipped = self.quantize(part, lv)
+                else:
+                    symbols, clipped = self.quantize_to_fit(part, lv, max_bytes, sizes)
+                out.append((lv, symbols, clipped, self.synthesize(symbols, lv)))
+        symbols, clipped = self.quantize(self.scale(y, sets[0]), sets[0])
+        out.append((sets[0], symbols, clipped, self.synthesize(symbols, sets[0])))
+        return out
 
     def _warnings(self, r: EncodeResult, target_bytes, target_psnr) -> list[str]:
         out = []

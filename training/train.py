@@ -73,7 +73,7 @@ class TrainConfig:
     # rd mode (training/rd.py): spatial latent (S/8, S/8, channels), `levels` rate levels
     channels: int = 64
     levels: int = 8
-    lam_min: float = 0.0015
+    lam_min: float = 0.0003
     lam_max: float = 0.2
     w_adv_rd: float = 8.0
     rd_e_widths: list = field(default_factory=lambda: [48, 96])
@@ -439,7 +439,7 @@ def main(argv=None) -> int:
     p.add_argument("--w-adv", type=float, default=None, help="adversarial weight (recon mode)")
     p.add_argument("--channels", type=int, default=64, help="rd: latent channels")
     p.add_argument("--levels", type=int, default=8, help="rd: trained rate levels")
-    p.add_argument("--lam-min", type=float, default=0.0015, help="rd: lowest rate-distortion weight")
+    p.add_argument("--lam-min", type=float, default=0.0003, help="rd: lowest rate-distortion weight")
     p.add_argument("--lam-max", type=float, default=0.2, help="rd: highest rate-distortion weight")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--seed", type=int, default=0)
