@@ -63,7 +63,7 @@ lint: install
 
 # Training runs behind the shipped bundles (rd mode: variable-rate RD GAN codec, 32x32, latent
 # 4x4x64, 8 trained rate levels). They resume automatically; STEPS/BATCH/THREADS to change.
-RD_STEPS ?= 11000
+RD_STEPS ?= 18000
 BATCH ?= 32
 THREADS ?= 1
 train-airplane train-automobile train-flowers: train-%: install

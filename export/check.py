@@ -31,7 +31,7 @@ def check_bundle(directory, samples: int = 64, seed: int = 0) -> dict:
     from runtime.inversion import load_mirror
 
     bundle = load_bundle(directory)
-    bundle.entropy  # parses and checks entropy.bin against the manifest
+    _ = bundle.entropy  # parses and checks entropy.bin against the manifest
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((samples, *bundle.latent_shape)).astype(np.float32)
     diffs = {"generator": parity(load_mirror(bundle.path(GENERATOR_KERAS)), bundle.path(GENERATOR_ONNX), z)}

@@ -106,6 +106,7 @@ def _versions() -> dict:
 
 
 SUBLEVELS = 8  # exported rate levels between two trained ones (log-linear interpolation of gains)
+DEFAULT_BYTES = 64  # the default rate level is the one whose validation files average nearest this
 DEGENERATE_FRACTION = 1e-4  # a channel nonzero in fewer training latents than this is not coded
 
 
@@ -252,7 +253,10 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
                          "batch": cfg.batch, "seed": cfg.seed, "trained_levels": cfg.levels,
                          "lambda_range": [cfg.lam_min, cfg.lam_max], "g_widths": cfg.rd_g_widths,
                          "e_widths": cfg.rd_e_widths, "d_widths": cfg.rd_d_widths},
-            "validation": validation_figures(encoder, tmp / GENERATOR_ONNX, model, levels["gains"], val_u8),
+            "validation": (validation := validation_figures(encoder, tmp / GENERATOR_ONNX, model,
+                                                            levels["gains"], val_u8)),
+            # the level whose validation files are nearest DEFAULT_BYTES: what --level defaults to
+            "default_level": int(np.argmin(np.abs(np.asarray(validation["bytes"]) - DEFAULT_BYTES))),
             "parity_max_abs_diff": diffs,
             "files": digests,
             "versions": _versions(),
