@@ -346,8 +346,8 @@ class Codec:
                 out.append(f"decodes at {r.quality['psnr']:.2f} dB, far below this model's {ref:.2f} dB on its "
                            f"validation images at this rate: probably unlike its training set ({self.bundle.dataset})")
         else:
-            out.append("WebP met the target better than the model (image unlike the training set?); "
-                       "the file holds a WebP payload")
+            out.append("WebP met the target better than the model at this size, so the file holds a WebP "
+                       "payload (decodes without the model)")
         return out
 
 

@@ -179,7 +179,8 @@ def test_refinement_beats_its_own_start(rd_codec, analysed, level):
     pixels, y = analysed
     levels = np.full(len(pixels), level)
     start, _ = rd_codec.quantize(rd_codec.scale(y, levels), levels)
-    refined, _ = rd_codec.quantize(rd_codec.refine(pixels, y, levels, steps=20), levels)
+    # the tiny model's latents need larger moves than the shipped models' default step size
+    refined, _ = rd_codec.quantize(rd_codec.refine(pixels, y, levels, steps=20, lr=0.1), levels)
     assert not np.array_equal(start, refined)
     before, after = rd_loss(rd_codec, pixels, start, levels), rd_loss(rd_codec, pixels, refined, levels)
     assert after.mean() < 0.95 * before.mean(), (before, after)
