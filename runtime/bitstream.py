@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -225,7 +226,10 @@ def unpack_webp(data: bytes) -> tuple[Header, np.ndarray]:
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(webp_file(payload)), formats=["WEBP"]) as im:
+        with warnings.catch_warnings():  # our own cap below refuses huge sizes; Pillow need not warn
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(io.BytesIO(webp_file(payload)), formats=["WEBP"])
+        with opened as im:
             w, h = im.size  # read from the bitstream header: no pixels decoded yet
             if not (1 <= w <= MAX_WEBP_SIDE and 1 <= h <= MAX_WEBP_SIDE):
                 raise CodecError(f"WebP payload is {w}x{h}, beyond the {MAX_WEBP_SIDE}-pixel cap")
