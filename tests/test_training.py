@@ -191,3 +191,27 @@ def test_cli_reports_user_errors(tmp_path):
     assert r.stderr.strip().splitlines()[-1].startswith("error: ")
     r = run_module("training.train", "--data", tmp_path / "nothing.npz", "--out", tmp_path / "r", "--mode", "vae")
     assert r.returncode == 2
+
+
+def test_init_from_bundle_starts_from_its_weights(tiny_npz, tiny_bundle, tmp_path):
+    """--init-from: a new run starts from the bundle's encoder/generator weights and gains."""
+    import keras
+
+    from training.rd import RateModel, build_rd_encoder, build_rd_generator, warm_start
+    from training.train import TrainConfig
+
+    cfg = tiny_config(tiny_npz, tmp_path / "warm").resolved()
+    enc = build_rd_encoder(cfg.channels, cfg.image_size, cfg.rd_e_widths)
+    gen = build_rd_generator(cfg.channels, cfg.image_size, cfg.rd_g_widths)
+    rate = RateModel(cfg.channels, cfg.levels)
+    warm_start(tiny_bundle, enc, gen, rate)
+    shipped = keras.models.load_model(tiny_bundle / "generator.keras", compile=False)
+    for a, b in zip(gen.get_weights(), shipped.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    gains = np.load(tiny_bundle / "rate.npz")["gains"]
+    np.testing.assert_allclose(np.exp(rate.log_gain.numpy()), gains[::8], rtol=1e-5)
+    # another architecture is refused with a clear error
+    other = build_rd_generator(cfg.channels, cfg.image_size, [8, 8, 8, 8])
+    with pytest.raises(CodecError, match="another architecture"):
+        warm_start(tiny_bundle, enc, other, rate)
+    assert TrainConfig(data="x", out="y").init_from == ""

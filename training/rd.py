@@ -182,6 +182,8 @@ def train_rd(cfg, resume: bool = False, quiet: bool = False) -> dict:
     manager = tf.train.CheckpointManager(ckpt, str(run / "ckpt"), max_to_keep=2)
     if resume and manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).expect_partial()
+    elif cfg.init_from:
+        warm_start(cfg.init_from, encoder, generator, rate)
     start = int(step_var.numpy())
     for name in ("log.csv", "val.csv"):
         _truncate_csv(run / name, start)
@@ -296,6 +298,35 @@ def train_rd(cfg, resume: bool = False, quiet: bool = False) -> dict:
                "seconds_per_step": (t_steps / n_timed) if n_timed else None}
     (run / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def warm_start(bundle_dir, encoder, generator, rate: RateModel) -> None:
+    """Start a new run from a shipped bundle (``--init-from models/NAME``): its encoder and generator
+    weights (the Keras mirrors), and its trained levels' gains, inverse gains and density (every
+    SUBLEVELS-th exported level is a trained one). The discriminator and optimizers start fresh.
+    The architecture and level count must match; anything else is a clear error."""
+    from pathlib import Path
+
+    from export.onnx import SUBLEVELS
+    from runtime.bundle import ENCODER_KERAS, GENERATOR_KERAS, load_bundle
+    from runtime.errors import CodecError
+
+    bundle = load_bundle(Path(bundle_dir))
+    trained = rate.log_gain.shape[0]
+    if bundle.levels != (trained - 1) * SUBLEVELS + 1:
+        raise CodecError(f"--init-from {bundle_dir}: {bundle.levels} exported levels do not come from "
+                         f"{trained} trained levels")
+    for model, name in ((encoder, ENCODER_KERAS), (generator, GENERATOR_KERAS)):
+        source = keras.models.load_model(bundle.path(name), compile=False)
+        theirs, ours = source.get_weights(), model.get_weights()
+        if [w.shape for w in theirs] != [w.shape for w in ours]:
+            raise CodecError(f"--init-from {bundle_dir}: its {name} has another architecture than this run")
+        model.set_weights(theirs)
+    pick = slice(None, None, SUBLEVELS)
+    rate.log_gain.assign(np.log(bundle.rate["gains"][pick]).astype(np.float32))
+    rate.log_inv_gain.assign(np.log(bundle.entropy.inv_gains[pick]).astype(np.float32))
+    for key in ("mix_logits", "means", "log_scales"):
+        getattr(rate, key).assign(bundle.rate[key].astype(np.float32))
 
 
 def plot_rd_curves(run) -> None:

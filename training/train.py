@@ -79,6 +79,7 @@ class TrainConfig:
     rd_e_widths: list = field(default_factory=lambda: [48, 96])
     rd_g_widths: list = field(default_factory=lambda: [128, 96, 64, 32])
     rd_d_widths: list = field(default_factory=lambda: [32, 64, 128])
+    init_from: str = ""  # rd: start a new run from a bundle's weights and gains (models/NAME)
 
     def resolved(self) -> "TrainConfig":
         c = dataclasses.replace(self)
@@ -441,6 +442,8 @@ def main(argv=None) -> int:
     p.add_argument("--levels", type=int, default=8, help="rd: trained rate levels")
     p.add_argument("--lam-min", type=float, default=0.0003, help="rd: lowest rate-distortion weight")
     p.add_argument("--lam-max", type=float, default=0.2, help="rd: highest rate-distortion weight")
+    p.add_argument("--init-from", default="", metavar="BUNDLE",
+                   help="rd: start a new run from a shipped bundle's weights and gains (e.g. models/airplane)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="CPU threads for TensorFlow (0: all)")
@@ -457,7 +460,7 @@ def main(argv=None) -> int:
                       latent_dim=a.latent_dim, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed,
                       norm=a.norm, ckpt_every=a.ckpt_every, eval_every=a.eval_every,
                       eval_images=a.eval_images, eval_steps=a.eval_steps, channels=a.channels,
-                      levels=a.levels, lam_min=a.lam_min, lam_max=a.lam_max)
+                      levels=a.levels, lam_min=a.lam_min, lam_max=a.lam_max, init_from=a.init_from)
     for name in ("g_widths", "d_widths", "e_widths"):
         if getattr(a, name):
             setattr(cfg, name, getattr(a, name))
