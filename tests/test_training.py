@@ -208,7 +208,8 @@ def test_init_from_bundle_starts_from_its_weights(tiny_npz, tiny_bundle, tmp_pat
     shipped = keras.models.load_model(tiny_bundle / "generator.keras", compile=False)
     for a, b in zip(gen.get_weights(), shipped.get_weights()):
         np.testing.assert_array_equal(a, b)
-    gains = np.load(tiny_bundle / "rate.npz")["gains"]
+    with np.load(tiny_bundle / "rate.npz", allow_pickle=False) as f:
+        gains = f["gains"]
     np.testing.assert_allclose(np.exp(rate.log_gain.numpy()), gains[::8], rtol=1e-5)
     # another architecture is refused with a clear error
     other = build_rd_generator(cfg.channels, cfg.image_size, [8, 8, 8, 8])
