@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
@@ -46,6 +44,7 @@ from runtime.bundle import (  # noqa: E402
     sha256_file,
 )
 from runtime.errors import CodecError, run_cli  # noqa: E402
+from runtime.output import atomic_directory  # noqa: E402
 
 PARITY_TOLERANCE = 1e-4
 OPSET = 17
@@ -218,9 +217,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
     meta = {"gancodec_role": "generator", "latent_grid": f"{grid[0]},{grid[1]},{cfg.channels}",
             "image_size": cfg.image_size, "output_range": "-1,1", "dataset": dataset, "bundle_name": name}
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         generator.save(tmp / GENERATOR_KERAS)
         to_onnx(generator, "latent", "image", tmp / GENERATOR_ONNX, meta)
         encoder.save(tmp / ENCODER_KERAS)
@@ -263,12 +260,6 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         load_bundle(tmp)  # the runtime accepts it
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 

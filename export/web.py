@@ -23,11 +23,11 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from runtime.bundle import ENTROPY_BIN, GENERATOR_ONNX, MANIFEST, load_bundle, sha256_file
 from runtime.errors import CodecError, run_cli
+from runtime.output import atomic_directory
 
 WEB = Path(__file__).resolve().parent.parent / "demo" / "web"
 WEB_MODELS = WEB / "models"
@@ -54,22 +54,13 @@ def export_bundle(bundle_dir: str | os.PathLike, out: str | os.PathLike | None =
     bundle = load_bundle(bundle_dir)  # refuses format 1, hash mismatches, missing files
     bundle.entropy  # noqa: B018 -- parses entropy.bin and checks it against the manifest
     out = Path(out) if out is not None else WEB_MODELS / bundle.directory.name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         for name in (GENERATOR_ONNX, ENTROPY_BIN):
             shutil.copyfile(bundle.path(name), tmp / name)
         manifest = web_manifest(bundle.manifest, tmp)
         if manifest["files"][GENERATOR_ONNX] != bundle.model_id:
             raise CodecError(f"{bundle.directory}: {GENERATOR_ONNX} changed while it was copied")
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        tmp.chmod(0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return update_index(out.parent)[out.name]
 
 

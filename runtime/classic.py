@@ -62,28 +62,25 @@ class ClassicCodec:
     def best_fitting(self, pixels: np.ndarray, fits) -> tuple[int, bytes] | None:
         """The highest quality whose file satisfies ``fits(data)`` (sizes grow with quality, so a
         binary search), or None when even the lowest quality does not."""
-        qs = self.qualities
-        lo, hi, best = 0, len(qs) - 1, None
-        while lo <= hi:
-            mid = (lo + hi) // 2
-            data = self.encode(pixels, qs[mid])
-            if fits(data):
-                best, lo = (qs[mid], data), mid + 1
-            else:
-                hi = mid - 1
-        return best
+        return self._boundary(pixels, fits, highest=True)
 
     def lowest_reaching(self, pixels: np.ndarray, good) -> tuple[int, bytes] | None:
         """The lowest quality whose file satisfies ``good(data)`` (e.g. reaches a PSNR), or None."""
+        return self._boundary(pixels, good, highest=False)
+
+    def _boundary(self, pixels: np.ndarray, ok, highest: bool) -> tuple[int, bytes] | None:
+        """Binary search over the qualities for the last (``highest``) or first quality whose file
+        satisfies ``ok``, assuming ``ok`` flips only once along the quality range."""
         qs = self.qualities
         lo, hi, best = 0, len(qs) - 1, None
         while lo <= hi:
             mid = (lo + hi) // 2
             data = self.encode(pixels, qs[mid])
-            if good(data):
-                best, hi = (qs[mid], data), mid - 1
+            if ok(data):
+                best = (qs[mid], data)
+                lo, hi = (mid + 1, hi) if highest else (lo, mid - 1)
             else:
-                lo = mid + 1
+                lo, hi = (lo, mid - 1) if highest else (mid + 1, hi)
         return best
 
 

@@ -199,7 +199,7 @@ class Codec:
         sizes = sizes or [None] * n
         if target_bytes is not None:
             est = np.stack([self.bundle.entropy.bits(lv, self._symbols_at(y, lv)) for lv in range(self.levels)], 1)
-            overhead = np.array([len(self.pack(np.zeros(self.bundle.latent_shape, np.int32), 0, s)) for s in sizes])
+            overhead = self.header_bytes(sizes)
             chosen = np.zeros(n, int)
             for i in range(n):
                 fits = np.flatnonzero(np.ceil(est[i] / 8) + overhead[i] - 1 <= target_bytes)
@@ -244,24 +244,32 @@ class Codec:
         if max_bytes is not None:
             sizes = sizes or [None] * len(levels)
             model = self.bundle.entropy
-            overhead = np.array([len(self.pack(np.zeros(model.shape, np.int32), 0, s)) for s in sizes])
+            overhead = self.header_bytes(sizes)
             lead = float(model.level_table.costs()[0]) if model.levels > 1 else 0.0
             max_bits = 8.0 * (np.broadcast_to(max_bytes, levels.shape) - overhead) - lead
         return refine(self.mirror, to_unit_range(pixels), scaled, self.bundle.entropy.inv_gains[levels],
                       self.bundle.rate["lambdas"][levels], costs, lo, steps, lr, max_bits, progress)
 
     def code_lengths(self, levels) -> tuple[np.ndarray, np.ndarray]:
-        """Per image, the coder's bits of every symbol of every channel at its level: (costs (N, C, K)
-        with a large value past each table's end, lo (N, C)) — refinement's rate term."""
+        """Per image, the coder's bits of every symbol of every channel at its level: (costs (N, C, K),
+        32 bits past each table's end; lo (N, C)) — refinement's rate term."""
         model = self.bundle.entropy
-        width = max(t.n for lv in set(int(v) for v in levels) for t in model.tables[lv])
+        used = sorted(set(int(v) for v in levels))
+        width = max(model.code_lengths(lv)[1] for lv in used)
         per_level = {}
-        for lv in set(int(v) for v in levels):
+        for lv in used:
             costs = np.full((model.channels, width), 32.0, np.float32)
-            for c, t in enumerate(model.tables[lv]):
-                costs[c, : t.n] = t.costs()
-            per_level[lv] = (costs, np.array([t.lo for t in model.tables[lv]], np.float32))
-        return (np.stack([per_level[int(v)][0] for v in levels]), np.stack([per_level[int(v)][1] for v in levels]))
+            own, w = model.code_lengths(lv)
+            costs[:, :w] = np.where(np.isfinite(own), own, 32.0)
+            per_level[lv] = (costs, model.support(lv).astype(np.float32))
+        return tuple(np.stack([per_level[int(v)][k] for v in levels]) for k in (0, 1))
+
+    @staticmethod
+    def header_bytes(sizes) -> np.ndarray:
+        """Per image, the bytes a latent file spends besides its coded bits: header, CRC, the stored
+        size when there is one, and the coder's flush (at most 1 byte; ``sizes``: sizes or None)."""
+        fixed = bitstream.HEADER_BYTES + bitstream.CRC_BYTES + 1
+        return np.array([fixed + (bitstream.SIZE_BYTES if s else 0) for s in sizes])
 
     # -- the whole encoder --------------------------------------------------------------------------
 

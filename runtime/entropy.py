@@ -465,7 +465,7 @@ class EntropyModel:
             raise CodecError(f"rate level must be an integer in 0..{self.levels - 1}, got {level!r}")
         return int(level)
 
-    def _costs(self, level: int) -> tuple[np.ndarray, int]:
+    def code_lengths(self, level: int) -> tuple[np.ndarray, int]:
         """(C, width) array of per-symbol bits (inf past a table's end) and the width."""
         if level not in self._cost_cache:
             width = max(t.n for t in self.tables[level])
@@ -486,7 +486,7 @@ class EntropyModel:
         s = np.asarray(symbols)
         if s.ndim < 3 or s.shape[-3:] != self.shape:
             raise CodecError(f"symbols have shape {s.shape}, the model expects (..., {self.shape})")
-        costs, width = self._costs(level)
+        costs, width = self.code_lengths(level)
         idx = s.astype(np.int64) - self._lo[level]
         inside = (idx >= 0) & (idx < width)
         flat = np.where(inside, idx, 0) + np.arange(self.channels) * width
@@ -494,6 +494,10 @@ class EntropyModel:
         lead = self.level_table.costs()[level] if self.levels > 1 else 0.0
         total = per.reshape(*s.shape[:-3], -1).sum(axis=-1) + lead
         return float(total) if np.ndim(total) == 0 else total
+
+    def support(self, level: int) -> np.ndarray:
+        """Lowest symbol of each channel's table at ``level``: (C,) int64."""
+        return self._lo[self._check_level(level)]
 
     def clip(self, level: int, symbols: np.ndarray) -> tuple[np.ndarray, int]:
         """Clip symbols into each channel's table support; returns (int32 symbols, number clipped)."""

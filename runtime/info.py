@@ -14,11 +14,9 @@ import dataclasses
 import enum
 import json
 import sys
-from pathlib import Path
 
+from runtime.decode import read_input
 from runtime.errors import CodecError, run_cli
-
-MAX_INPUT_BYTES = 1 << 16
 
 
 def parse_args(argv=None):
@@ -26,15 +24,6 @@ def parse_args(argv=None):
     p.add_argument("files", nargs="+", help="latent.bin files")
     p.add_argument("--json", action="store_true", help="print one JSON object per file")
     return p.parse_args(argv)
-
-
-def read_input(path: str) -> bytes:
-    p = Path(path)
-    if not p.is_file():
-        raise CodecError(f"{path}: no such file")
-    if p.stat().st_size > MAX_INPUT_BYTES:
-        raise CodecError(f"{path}: too large to be a latent.bin ({p.stat().st_size} bytes)")
-    return p.read_bytes()
 
 
 def header_fields(header) -> dict:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from runtime.errors import CodecError
@@ -58,6 +60,24 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
             pass
         if isinstance(exc, OSError):
             raise CodecError(f"cannot write {path}: {exc.strerror}") from None
+        raise
+
+
+@contextmanager
+def atomic_directory(out: str | os.PathLike):
+    """Build a directory in a temporary sibling (yielded) and swap it in for ``out`` only when the
+    block succeeds; on any failure the temporary is removed and ``out`` is left as it was."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        tmp.chmod(0o755)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -31,6 +31,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from runtime.inversion import MSE_SCALE, mixture_bits, ste_round
+
 MIX = 3  # logistic components per channel
 
 
@@ -96,8 +98,6 @@ class RateModel(tf.Module):
 
     def bits(self, q, gain):
         """Per-image bits of scaled latents q (N, H, W, C) at gain (broadcastable)."""
-        from runtime.inversion import mixture_bits
-
         return mixture_bits(q, gain, self.mix_logits, self.means, self.log_scales)
 
     def numpy_state(self) -> dict:
@@ -111,51 +111,24 @@ def lambdas(levels: int, lam_range) -> np.ndarray:
     return np.exp(np.linspace(lo, hi, levels)).astype(np.float32)
 
 
-def ste_round(v):
-    from runtime.inversion import ste_round as _ste
-
-    return _ste(v)
-
-
 # --- training loop -------------------------------------------------------------------------------
 
 def train_rd(cfg, resume: bool = False, quiet: bool = False) -> dict:
     """Run (or resume) rate–distortion training for a resolved ``TrainConfig`` (mode ``rd``)."""
-    import json
-    import sys
-    import time
-    from pathlib import Path
-
-    from tqdm import tqdm
-
-    from runtime.errors import CodecError
     from runtime.images import from_unit_range, to_unit_range
-    from training.data import load_dataset
     from training.train import (
-        CONFIG_NAME,
         _append_csv,
-        _truncate_csv,
-        load_config,
-        save_config,
+        batches,
+        load_best,
+        loop,
+        open_run,
+        restore,
+        save_best,
         save_grid,
+        write_summary,
     )
 
-    run = Path(cfg.out)
-    if (run / CONFIG_NAME).exists() and not resume:
-        raise CodecError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
-    if resume and not (run / CONFIG_NAME).exists():
-        raise CodecError(f"{run}: nothing to resume (no {CONFIG_NAME})")
-    if resume:
-        saved = load_config(run).resolved()
-        saved.steps = cfg.steps
-        cfg = saved
-    if cfg.image_size % 8:
-        raise CodecError(f"rd mode needs an image size divisible by 8, got {cfg.image_size}")
-    train_u8, val_u8 = load_dataset(cfg.data, cfg.image_size, cfg.seed)
-    if len(train_u8) < cfg.batch:
-        raise CodecError(f"batch {cfg.batch} is larger than the training set ({len(train_u8)} images)")
-    save_config(cfg, run)
-
+    cfg, run, train_u8, val_u8 = open_run(cfg, resume)
     keras.utils.set_random_seed(cfg.seed)
     C, L, S = cfg.channels, cfg.levels, cfg.image_size
     encoder = build_rd_encoder(C, S, cfg.rd_e_widths)
@@ -179,24 +152,11 @@ def train_rd(cfg, resume: bool = False, quiet: bool = False) -> dict:
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     ckpt = tf.train.Checkpoint(encoder=encoder, generator=generator, discriminator=discriminator,
                                rate=rate, g_opt=g_opt, r_opt=r_opt, d_opt=d_opt, rng=rng, step=step_var)
-    manager = tf.train.CheckpointManager(ckpt, str(run / "ckpt"), max_to_keep=2)
-    if resume and manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).expect_partial()
-    elif cfg.init_from:
+    manager, start, restored = restore(run, ckpt, resume)
+    if not restored and cfg.init_from:
         warm_start(cfg.init_from, encoder, generator, rate)
-    start = int(step_var.numpy())
-    for name in ("log.csv", "val.csv"):
-        _truncate_csv(run / name, start)
-
-    train_data = to_unit_range(train_u8)
-    ds = tf.data.Dataset.from_tensor_slices(train_data)
-    ds = ds.shuffle(len(train_data), seed=cfg.seed + start, reshuffle_each_iteration=True).repeat()
-    if cfg.flip:
-        ds = ds.map(tf.image.random_flip_left_right, num_parallel_calls=1)
-    ds = ds.batch(cfg.batch, drop_remainder=True).prefetch(2)
-    it = iter(ds)
+    it = iter(batches(train_u8, cfg, start))
     pixels = float(S * S)
-    mse_scale = 127.5**2
 
     @tf.function
     def train_step(x):
@@ -212,7 +172,7 @@ def train_rd(cfg, resume: bool = False, quiet: bool = False) -> dict:
             fake = generator(ste_round(ys) * inv_gain, training=True)
             d_real = discriminator(x, training=True)
             d_fake = discriminator(fake, training=True)
-            mse = tf.reduce_mean(tf.square(fake - x), axis=[1, 2, 3]) * mse_scale
+            mse = tf.reduce_mean(tf.square(fake - x), axis=[1, 2, 3]) * MSE_SCALE
             adv = tf.nn.softplus(-d_fake)[:, 0]
             loss = tf.reduce_mean(bpp + lam * (mse + cfg.w_adv_rd * adv))
             d_loss = tf.reduce_mean(tf.nn.softplus(-d_real)[:, 0] + tf.nn.softplus(d_fake)[:, 0])
@@ -248,56 +208,26 @@ def train_rd(cfg, resume: bool = False, quiet: bool = False) -> dict:
         save_grid(np.concatenate([eval_u8[:8]] + recon_rows), run / "samples" / f"step_{step:06d}.png")
         return row
 
-    best_path = run / "best"
-    best = json.loads((best_path / "best.json").read_text()) if (best_path / "best.json").exists() else None
+    best = load_best(run)
 
-    def keep_if_best(row: dict) -> None:
-        nonlocal best
-        if best is not None and row["score"] >= best["score"]:
-            return
-        best = dict(row)
-        tmp = run / "best.tmp"
-        tmp.mkdir(exist_ok=True)
+    def write_best(tmp) -> None:
         generator.save_weights(tmp / "generator.weights.h5")
         encoder.save_weights(tmp / "encoder.weights.h5")
         np.savez(tmp / "rate.npz", lambdas=lams.numpy(), **rate.numpy_state())
-        (tmp / "best.json").write_text(json.dumps(best, indent=2))
-        if best_path.exists():
-            for f in best_path.iterdir():
-                f.unlink()
-            best_path.rmdir()
-        tmp.rename(best_path)
 
-    bar = tqdm(total=cfg.steps, initial=start, desc=f"train {run.name}", disable=quiet,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
-    t_steps, n_timed, losses = 0.0, 0, None
-    for step in range(start + 1, cfg.steps + 1):
-        t0 = time.perf_counter()
-        losses = {k: float(v) for k, v in train_step(next(it)).items()}
-        if step > start + 2:
-            t_steps += time.perf_counter() - t0
-            n_timed += 1
-        if not all(np.isfinite(v) for v in losses.values()):
-            raise CodecError(f"training diverged at step {step}: {losses}")
-        step_var.assign(step)
-        bar.update(1)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
-        if step % 50 == 0 or step == cfg.steps:
-            _append_csv(run / "log.csv", {"step": step, **losses, "s_per_step": t_steps / max(n_timed, 1)})
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            row = evaluate(step)
-            keep_if_best(row)
-            plot_rd_curves(run)
-            if not quiet:
-                tqdm.write(f"step {step}: score {row['score']:.4f} | " + " ".join(
-                    f"{row[f'bytes{lev}']:.0f}B/{row[f'psnr{lev}']:.2f}dB" for lev in range(L)))
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            manager.save(checkpoint_number=step)
-    bar.close()
-    summary = {"run": str(run), "steps": cfg.steps, "best": best, "last_losses": losses,
-               "seconds_per_step": (t_steps / n_timed) if n_timed else None}
-    (run / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    def on_eval(step: int, bar) -> None:
+        nonlocal best
+        row = evaluate(step)
+        if best is None or row["score"] < best["score"]:
+            best = dict(row)
+            save_best(run, best, write_best)
+        plot_rd_curves(run)
+        if not quiet:
+            bar.write(f"step {step}: score {row['score']:.4f} | " + " ".join(
+                f"{row[f'bytes{lev}']:.0f}B/{row[f'psnr{lev}']:.2f}dB" for lev in range(L)))
+
+    timing = loop(cfg, run, start, train_step, it, manager, on_eval, quiet)
+    return write_summary(run, cfg, best, timing)
 
 
 def warm_start(bundle_dir, encoder, generator, rate: RateModel) -> None:

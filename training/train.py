@@ -89,6 +89,8 @@ class TrainConfig:
             c.norm = "batch" if c.mode == "gan" else "none"
         if not c.lr:
             c.lr = {"gan": 2e-4, "recon": 5e-4, "rd": 3e-4}[c.mode]
+        if c.mode == "rd" and c.image_size % 8:
+            raise CodecError(f"rd mode needs an image size divisible by 8, got {c.image_size}")
         for name in ("steps", "batch", "latent_dim", "ckpt_every", "eval_every"):
             if getattr(c, name) <= 0:
                 raise CodecError(f"--{name.replace('_', '-')} must be positive")
@@ -251,15 +253,11 @@ def _truncate_csv(path: Path, last_step: int) -> None:
         _append_csv(path, {k: (int(v) if k == "step" else v) for k, v in r.items()})
 
 
-def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
-    """Run (or resume) training; returns a summary dict (steps, best PSNR, step time)."""
+def open_run(cfg: TrainConfig, resume: bool):
+    """Check the run directory (new, or one to resume whose saved config then wins, with the new
+    step count), load the data and save the config: (cfg, run dir, train uint8, val uint8)."""
     from training.data import load_dataset
 
-    cfg = cfg.resolved()
-    if cfg.mode == "rd":
-        from training.rd import train_rd
-
-        return train_rd(cfg, resume=resume, quiet=quiet)
     run = Path(cfg.out)
     if (run / CONFIG_NAME).exists() and not resume:
         raise CodecError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
@@ -273,10 +271,101 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
     if len(train_u8) < cfg.batch:
         raise CodecError(f"batch {cfg.batch} is larger than the training set ({len(train_u8)} images)")
     save_config(cfg, run)
+    return cfg, run, train_u8, val_u8
+
+
+def restore(run: Path, ckpt, resume: bool):
+    """Checkpoint manager of ``run``; on resume, restore the latest checkpoint and drop the log rows
+    written after it. Returns (manager, first step, whether a checkpoint was restored)."""
+    tf = _tf()
+    manager = tf.train.CheckpointManager(ckpt, str(run / "ckpt"), max_to_keep=2)
+    restored = bool(resume and manager.latest_checkpoint)
+    if restored:
+        ckpt.restore(manager.latest_checkpoint).expect_partial()
+    start = int(ckpt.step.numpy())
+    for name in ("log.csv", "val.csv"):
+        _truncate_csv(run / name, start)
+    return manager, start, restored
+
+
+def batches(train_u8: np.ndarray, cfg: TrainConfig, start: int):
+    """The training images in [-1, 1], shuffled (reseeded per resume), flipped, batched, endless."""
+    tf = _tf()
+    train_data = to_unit_range(train_u8)
+    ds = tf.data.Dataset.from_tensor_slices(train_data)
+    ds = ds.shuffle(len(train_data), seed=cfg.seed + start, reshuffle_each_iteration=True).repeat()
+    if cfg.flip:
+        ds = ds.map(tf.image.random_flip_left_right, num_parallel_calls=1)
+    return ds.batch(cfg.batch, drop_remainder=True).prefetch(2)
+
+
+def save_best(run: Path, row: dict, write) -> None:
+    """Replace ``<run>/best`` atomically: ``write(tmp_dir)`` saves the weights, then best.json."""
+    best_path, tmp = run / "best", run / "best.tmp"
+    tmp.mkdir(exist_ok=True)
+    write(tmp)
+    (tmp / "best.json").write_text(json.dumps(row, indent=2))
+    if best_path.exists():
+        for f in best_path.iterdir():
+            f.unlink()
+        best_path.rmdir()
+    tmp.rename(best_path)
+
+
+def load_best(run: Path) -> dict | None:
+    path = run / "best" / "best.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def loop(cfg: TrainConfig, run: Path, start: int, train_step, data_iter, manager, evaluate,
+         quiet: bool = False) -> dict:
+    """The training loop both modes share: steps with a progress bar, divergence check, the loss
+    log every 50 steps, ``evaluate(step)`` every ``eval_every``, checkpoints every ``ckpt_every``.
+    Returns the summary fields (last losses, seconds per step after tracing)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"train {run.name}", disable=quiet,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
+    t_steps, n_timed, losses = 0.0, 0, None
+    step_var = manager.checkpoint.step
+    for step in range(start + 1, cfg.steps + 1):
+        t0 = time.perf_counter()
+        losses = {k: float(v) for k, v in train_step(next(data_iter)).items()}
+        if step > start + 2:  # skip tracing steps
+            t_steps += time.perf_counter() - t0
+            n_timed += 1
+        if not all(np.isfinite(v) for v in losses.values()):
+            raise CodecError(f"training diverged at step {step}: {losses}")
+        step_var.assign(step)
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)
+        if step % 50 == 0 or step == cfg.steps:
+            _append_csv(run / "log.csv", {"step": step, **losses, "s_per_step": t_steps / max(n_timed, 1)})
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            evaluate(step, bar)
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            manager.save(checkpoint_number=step)
+    bar.close()
+    return {"last_losses": losses, "seconds_per_step": (t_steps / n_timed) if n_timed else None}
+
+
+def write_summary(run: Path, cfg: TrainConfig, best, timing: dict) -> dict:
+    summary = {"run": str(run), "steps": cfg.steps, "best": best, **timing}
+    (run / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
+    """Run (or resume) training; returns a summary dict (steps, best PSNR, step time)."""
+    cfg = cfg.resolved()
+    if cfg.mode == "rd":
+        from training.rd import train_rd
+
+        return train_rd(cfg, resume=resume, quiet=quiet)
+    cfg, run, train_u8, val_u8 = open_run(cfg, resume)
 
     tf = _tf()
     import keras
-    from tqdm import tqdm
 
     keras.utils.set_random_seed(cfg.seed)
     strategy = choose_strategy()
@@ -298,19 +387,8 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
     if encoder is not None:
         tracked["encoder"] = encoder
     ckpt = tf.train.Checkpoint(**tracked)
-    manager = tf.train.CheckpointManager(ckpt, str(run / "ckpt"), max_to_keep=2)
-    if resume and manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).expect_partial()
-    start = int(step_var.numpy())
-    for name in ("log.csv", "val.csv"):
-        _truncate_csv(run / name, start)
-
-    train_data = to_unit_range(train_u8)
-    ds = tf.data.Dataset.from_tensor_slices(train_data)
-    ds = ds.shuffle(len(train_data), seed=cfg.seed + start, reshuffle_each_iteration=True).repeat()
-    if cfg.flip:
-        ds = ds.map(tf.image.random_flip_left_right, num_parallel_calls=1)
-    ds = ds.batch(cfg.batch, drop_remainder=True).prefetch(2)
+    manager, start, _ = restore(run, ckpt, resume)
+    ds = batches(train_u8, cfg, start)
     it = iter(strategy.experimental_distribute_dataset(ds))
     global_batch = cfg.batch
     noise_steps = tf.constant([2.0 ** (3 - b) for b in cfg.noise_bits], tf.float32)
@@ -357,11 +435,10 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in out.items()}
 
     eval_u8 = val_u8[: cfg.eval_images]
-    best_path = run / "best"
-    best = json.loads((best_path / "best.json").read_text()) if (best_path / "best.json").exists() else None
+    best = load_best(run)
     sample_z = np.random.default_rng(cfg.seed).standard_normal((32, cfg.latent_dim)).astype(np.float32)
 
-    def evaluate(step: int) -> None:
+    def evaluate(step: int, bar) -> None:
         nonlocal best
         res = validation_psnr(generator, encoder, eval_u8, cfg.eval_steps)
         _append_csv(run / "val.csv", {"step": step, **res})
@@ -374,48 +451,20 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
         save_grid(np.concatenate(grid), run / "samples" / f"step_{step:06d}.png")
         if best is None or res["val_psnr"] > best["val_psnr"]:
             best = {"step": step, **res}
-            tmp = run / "best.tmp"
-            tmp.mkdir(exist_ok=True)
-            generator.save_weights(tmp / "generator.weights.h5")
-            if encoder is not None:
-                encoder.save_weights(tmp / "encoder.weights.h5")
-            (tmp / "best.json").write_text(json.dumps(best, indent=2))
-            if best_path.exists():
-                for f in best_path.iterdir():
-                    f.unlink()
-                best_path.rmdir()
-            tmp.rename(best_path)
+
+            def write(tmp):
+                generator.save_weights(tmp / "generator.weights.h5")
+                if encoder is not None:
+                    encoder.save_weights(tmp / "encoder.weights.h5")
+
+            save_best(run, best, write)
         plot_curves(run)
         if not quiet:
-            tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.2f} dB" for k, v in res.items())
+            bar.write(f"step {step}: " + ", ".join(f"{k} {v:.2f} dB" for k, v in res.items())
                        + f" (best {best['val_psnr']:.2f} dB at {best['step']})")
 
-    bar = tqdm(total=cfg.steps, initial=start, desc=f"train {run.name}", disable=quiet,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
-    t_steps, n_timed = 0.0, 0
-    losses = None
-    for step in range(start + 1, cfg.steps + 1):
-        t0 = time.perf_counter()
-        losses = {k: float(v) for k, v in train_step(next(it)).items()}
-        if step > start + 2:  # skip tracing steps
-            t_steps += time.perf_counter() - t0
-            n_timed += 1
-        if not all(np.isfinite(v) for v in losses.values()):
-            raise CodecError(f"training diverged at step {step}: {losses}")
-        step_var.assign(step)
-        bar.update(1)
-        bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)
-        if step % 50 == 0 or step == cfg.steps:
-            _append_csv(run / "log.csv", {"step": step, **losses})
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            evaluate(step)
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            manager.save(checkpoint_number=step)
-    bar.close()
-    summary = {"run": str(run), "steps": cfg.steps, "best": best, "last_losses": losses,
-               "seconds_per_step": (t_steps / n_timed) if n_timed else None}
-    (run / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    timing = loop(cfg, run, start, train_step, it, manager, evaluate, quiet)
+    return write_summary(run, cfg, best, timing)
 
 
 def main(argv=None) -> int:
