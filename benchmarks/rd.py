@@ -307,7 +307,7 @@ class CachedEncodings:
         return self.files[quality]
 
     def best_fitting(self, fits):
-        return type(self.classic).best_fitting(self, self.pixels, fits)
+        return type(self.classic)._boundary(self, self.pixels, fits, highest=True)
 
 
 def run_budgets(codec, images: np.ndarray, budgets, webp_cache: list, steps: int = DEFAULT_STEPS,
