@@ -187,7 +187,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
     from runtime.images import to_unit_range
     from runtime.inversion import predict
     from training.data import load_dataset
-    from training.rd import build_rd_encoder, build_rd_generator
+    from training.rd import build_rd_models
     from training.train import load_config
 
     run, out = Path(run), Path(out)
@@ -201,8 +201,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
         raise ExportError(f"{run} was trained with --mode {cfg.mode}; only rd runs make a bundle "
                           "(format 2: spatial latent, rate levels, entropy tables)")
     best = json.loads((best_dir / "best.json").read_text())
-    generator = build_rd_generator(cfg.channels, cfg.image_size, cfg.rd_g_widths)
-    encoder = build_rd_encoder(cfg.channels, cfg.image_size, cfg.rd_e_widths)
+    encoder, generator = build_rd_models(cfg)
     generator.load_weights(best_dir / "generator.weights.h5")
     encoder.load_weights(best_dir / "encoder.weights.h5")
     with np.load(best_dir / "rate.npz", allow_pickle=False) as f:
@@ -248,7 +247,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
             "dataset": dataset,
             "training": {"mode": cfg.mode, "steps": cfg.steps, "selected_step": best.get("step"),
                          "batch": cfg.batch, "seed": cfg.seed, "trained_levels": cfg.levels,
-                         "lambda_range": [cfg.lam_min, cfg.lam_max], "g_widths": cfg.rd_g_widths,
+                         "lambda_range": [cfg.lam_min, cfg.lam_max], "arch": cfg.rd_arch, "g_widths": cfg.rd_g_widths,
                          "e_widths": cfg.rd_e_widths, "d_widths": cfg.rd_d_widths},
             "validation": (validation := validation_figures(encoder, tmp / GENERATOR_ONNX, model,
                                                             levels["gains"], val_u8)),

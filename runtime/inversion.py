@@ -28,6 +28,9 @@ import tensorflow as tf  # noqa: E402
 
 MSE_SCALE = 127.5**2  # [-1, 1] squared error -> 0..255 squared error
 BUDGET_WEIGHT = 1.0  # extra rate weight of the bits beyond a byte budget (measured: 4 leaves ~20 % unused)
+NO_BUDGET = 1e9  # max_bits of an image without a byte budget
+FILL = 0.99  # under a byte budget, the refinement's rate weight falls while the bits are below this share
+RATE_STEP = 0.8  # ... by this factor per step (and rises by its inverse while over the budget)
 
 
 def mixture_likelihood(q, gain, mix_logits, means, log_scales):
@@ -88,7 +91,7 @@ def _adam_loop(generator):
     b1, b2, eps = 0.9, 0.999, 1e-8
 
     @tf.function(reduce_retracing=True)
-    def run(u, m, v, target, inv_gain, lam, costs, lo, max_bits, first, count, lr):
+    def run(u, m, v, target, inv_gain, lam, costs, lo, max_bits, rate_w, first, count, lr):
         pixels = tf.cast(tf.shape(target)[1] * tf.shape(target)[2], tf.float32)
         for i in tf.range(count):
             t = tf.cast(first + i + 1, tf.float32)
@@ -99,12 +102,17 @@ def _adam_loop(generator):
                 mse = tf.reduce_mean(tf.square(out - target), axis=[1, 2, 3]) * MSE_SCALE
                 bits = table_bits(u, costs, lo)
                 over = tf.nn.relu(bits - max_bits)  # a byte budget: bits past it cost BUDGET_WEIGHT× more
-                loss = tf.reduce_sum((bits + BUDGET_WEIGHT * over) / pixels + lam * mse)
+                loss = tf.reduce_sum((rate_w * bits + BUDGET_WEIGHT * over) / pixels + lam * mse)
             g = tape.gradient(loss, u)
+            # a byte budget is a constraint, not a price: per image, the rate weight (a Lagrange
+            # multiplier) falls while the bits leave the budget unused and rises while they pass it
+            coded = table_bits(tf.round(u), costs, lo)  # what the file would spend now
+            rate_w = rate_w * tf.where(coded > max_bits, 1.0 / RATE_STEP,
+                                       tf.where((coded < FILL * max_bits) & (max_bits < NO_BUDGET), RATE_STEP, 1.0))
             m = b1 * m + (1 - b1) * g
             v = b2 * v + (1 - b2) * g * g
             u = u - lr * tf.sqrt(1 - b2**t) / (1 - b1**t) * m / (tf.sqrt(v) + eps)
-        return u, m, v
+        return u, m, v, rate_w
 
     _COMPILED[generator] = run
     return run
@@ -130,15 +138,16 @@ def refine(generator, targets: np.ndarray, start: np.ndarray, inv_gains: np.ndar
     lam = tf.constant(np.asarray(lambdas, np.float32))
     costs_t = tf.constant(np.asarray(costs, np.float32))
     lo_t = tf.constant(np.asarray(lo, np.float32))
-    limit = np.full(len(start), 1e9, np.float32) if max_bits is None else np.asarray(max_bits, np.float32)
+    limit = np.full(len(start), NO_BUDGET, np.float32) if max_bits is None else np.asarray(max_bits, np.float32)
     max_bits_t = tf.constant(limit)
+    rate_w = tf.ones([len(start)], tf.float32)  # stays 1 without a budget
     m, v = tf.zeros_like(u), tf.zeros_like(u)
     run = _adam_loop(generator)
     lr_t = tf.constant(lr, tf.float32)
     done, chunk = 0, 25
     while done < steps:
         end = min(steps, done + chunk)
-        u, m, v = run(u, m, v, target, inv_gain, lam, costs_t, lo_t, max_bits_t, tf.constant(done),
+        u, m, v, rate_w = run(u, m, v, target, inv_gain, lam, costs_t, lo_t, max_bits_t, rate_w, tf.constant(done),
                       tf.constant(end - done), lr_t)
         done = end
         if progress is not None:
@@ -147,8 +156,10 @@ def refine(generator, targets: np.ndarray, start: np.ndarray, inv_gains: np.ndar
 
 
 def load_mirror(path: str | os.PathLike):
-    """Load a ``.keras`` model (the TF mirror) with Keras alone."""
+    """Load a ``.keras`` model (the TF mirror) with Keras alone (and the codec's own layers)."""
     import keras
+
+    import runtime.layers  # noqa: F401  (registers GDN with Keras)
 
     return keras.models.load_model(path, compile=False)
 

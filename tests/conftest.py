@@ -37,7 +37,7 @@ def tiny_config(data, out, **kw):
     from training.train import TrainConfig
 
     base = dict(data=str(data), out=str(out), mode="rd", image_size=16, channels=8, levels=3,
-                rd_e_widths=[8, 16], rd_g_widths=[16, 16, 8, 8], rd_d_widths=[8, 16], steps=6, batch=16,
+                rd_e_widths=[8, 16], rd_g_widths=[16, 16], rd_d_widths=[8, 16], steps=6, batch=16,
                 ckpt_every=3, eval_every=3, eval_images=8, eval_steps=3, lam_min=0.002, lam_max=0.05,
                 latent_dim=8, g_widths=[16, 8, 8], d_widths=[8, 16], e_widths=[8, 8, 16])
     base.update(kw)

@@ -81,8 +81,9 @@ def test_bad_image_size():
         build_generator(8, 48)
 
 
-@pytest.mark.parametrize("size", [16, 32])
-def test_rd_architectures_have_configured_shapes(size):
+@pytest.mark.parametrize("size,arch,g_widths", [(16, "gdn", (16, 8)), (32, "gdn", (16, 8)),
+                                                (16, "conv", (16, 16, 8, 8)), (32, "conv", (16, 16, 8, 8))])
+def test_rd_architectures_have_configured_shapes(size, arch, g_widths):
     from training.rd import (
         RateModel,
         build_rd_discriminator,
@@ -92,9 +93,9 @@ def test_rd_architectures_have_configured_shapes(size):
     )
 
     grid = size // 8
-    e = build_rd_encoder(8, size, (8, 16))
+    e = build_rd_encoder(8, size, (8, 16), arch=arch)
     assert e.input_shape == (None, size, size, 3) and e.output_shape == (None, grid, grid, 8)
-    g = build_rd_generator(8, size, (16, 16, 8, 8))
+    g = build_rd_generator(8, size, g_widths, arch=arch)
     assert g.input_shape == (None, grid, grid, 8) and g.output_shape == (None, size, size, 3)
     assert build_rd_discriminator(size, (8, 16)).output_shape == (None, 1)
     out = g(np.zeros((2, grid, grid, 8), np.float32)).numpy()
@@ -149,9 +150,9 @@ def test_gan_and_recon_modes_still_train(tiny_npz, tmp_path, mode):
 def _restored_generator(cfg, run):
     import tensorflow as tf
 
-    from training.rd import build_rd_generator
+    from training.rd import build_rd_models
 
-    g = build_rd_generator(cfg.channels, cfg.image_size, cfg.rd_g_widths)
+    g = build_rd_models(cfg.resolved())[1]
     ckpt = tf.train.Checkpoint(generator=g, step=tf.Variable(0, dtype=tf.int64))
     ckpt.restore(tf.train.latest_checkpoint(str(run / "ckpt"))).expect_partial()
     return g, int(ckpt.step.numpy())
@@ -197,12 +198,11 @@ def test_init_from_bundle_starts_from_its_weights(tiny_npz, tiny_bundle, tmp_pat
     """--init-from: a new run starts from the bundle's encoder/generator weights and gains."""
     import keras
 
-    from training.rd import RateModel, build_rd_encoder, build_rd_generator, warm_start
+    from training.rd import RateModel, build_rd_generator, build_rd_models, warm_start
     from training.train import TrainConfig
 
     cfg = tiny_config(tiny_npz, tmp_path / "warm").resolved()
-    enc = build_rd_encoder(cfg.channels, cfg.image_size, cfg.rd_e_widths)
-    gen = build_rd_generator(cfg.channels, cfg.image_size, cfg.rd_g_widths)
+    enc, gen = build_rd_models(cfg)
     rate = RateModel(cfg.channels, cfg.levels)
     warm_start(tiny_bundle, enc, gen, rate)
     shipped = keras.models.load_model(tiny_bundle / "generator.keras", compile=False)
@@ -212,7 +212,27 @@ def test_init_from_bundle_starts_from_its_weights(tiny_npz, tiny_bundle, tmp_pat
         gains = f["gains"]
     np.testing.assert_allclose(np.exp(rate.log_gain.numpy()), gains[::8], rtol=1e-5)
     # another architecture is refused with a clear error
-    other = build_rd_generator(cfg.channels, cfg.image_size, [8, 8, 8, 8])
+    other = build_rd_generator(cfg.channels, cfg.image_size, [8, 8], arch=cfg.rd_arch)
     with pytest.raises(CodecError, match="another architecture"):
         warm_start(tiny_bundle, enc, other, rate)
     assert TrainConfig(data="x", out="y").init_from == ""
+
+
+def test_rd_designs_and_their_default_widths(tmp_path):
+    """gdn is the default design; each design has its own widths; runs saved before the GDN design
+    (no rd_arch in config.json) load as conv."""
+    from training.train import RD_WIDTHS, TrainConfig, load_config, save_config
+
+    cfg = TrainConfig(data="x", out="y").resolved()
+    assert cfg.rd_arch == "gdn" and (cfg.rd_e_widths, cfg.rd_g_widths) == RD_WIDTHS["gdn"]
+    conv = TrainConfig(data="x", out="y", rd_arch="conv").resolved()
+    assert (conv.rd_e_widths, conv.rd_g_widths) == RD_WIDTHS["conv"]
+    with pytest.raises(CodecError, match="generator widths"):
+        TrainConfig(data="x", out="y", rd_g_widths=[8, 8, 8, 8]).resolved()
+    with pytest.raises(CodecError, match="rd-arch"):
+        TrainConfig(data="x", out="y", rd_arch="vit").resolved()
+    save_config(TrainConfig(data="x", out="y", rd_arch="conv", rd_g_widths=[16, 16, 8, 8]), tmp_path)
+    legacy = json.loads((tmp_path / "config.json").read_text())
+    del legacy["rd_arch"]
+    (tmp_path / "config.json").write_text(json.dumps(legacy))
+    assert load_config(tmp_path).resolved().rd_arch == "conv"

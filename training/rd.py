@@ -36,10 +36,26 @@ from runtime.inversion import MSE_SCALE, mixture_bits, ste_round
 MIX = 3  # logistic components per channel
 
 
-def build_rd_encoder(channels: int, image_size: int = 32, widths=(48, 96), name: str = "encoder") -> keras.Model:
-    """image (N, S, S, 3) in [-1, 1] -> y (N, S/8, S/8, channels), unscaled."""
+ARCHS = ("conv", "gdn")
+
+
+def build_rd_encoder(channels: int, image_size: int = 32, widths=(48, 96), name: str = "encoder",
+                     arch: str = "conv") -> keras.Model:
+    """image (N, S, S, 3) in [-1, 1] -> y (N, S/8, S/8, channels), unscaled.
+
+    ``conv``: stride-2 and 3×3 convolutions with LeakyReLU. ``gdn``: Ballé et al.'s analysis
+    transform, three 5×5 stride-2 convolutions with GDN between them."""
     w1, w2 = widths
     x_in = keras.Input((image_size, image_size, 3), name="image")
+    if arch == "gdn":
+        from runtime.layers import GDN
+
+        x = layers.Conv2D(w1, 5, strides=2, padding="same", name="conv1")(x_in)
+        x = GDN(name="gdn1")(x)
+        x = layers.Conv2D(w2, 5, strides=2, padding="same", name="conv2")(x)
+        x = GDN(name="gdn2")(x)
+        y = layers.Conv2D(channels, 5, strides=2, padding="same", name="latent")(x)
+        return keras.Model(x_in, y, name=name)
     x = layers.Conv2D(w1, 5, strides=2, padding="same", name="conv1")(x_in)
     x = layers.LeakyReLU(0.2, name="act1")(x)
     x = layers.Conv2D(w1, 3, padding="same", name="conv1b")(x)
@@ -53,11 +69,24 @@ def build_rd_encoder(channels: int, image_size: int = 32, widths=(48, 96), name:
 
 
 def build_rd_generator(channels: int, image_size: int = 32, widths=(96, 96, 48, 24),
-                       name: str = "generator") -> keras.Model:
-    """ŷ (N, S/8, S/8, channels) -> image (N, S, S, 3) in [-1, 1]."""
+                       name: str = "generator", arch: str = "conv") -> keras.Model:
+    """ŷ (N, S/8, S/8, channels) -> image (N, S, S, 3) in [-1, 1].
+
+    ``conv``: nearest upsampling + 3×3 convolutions with LeakyReLU. ``gdn``: Ballé et al.'s
+    synthesis transform, 5×5 stride-2 transposed convolutions with inverse GDN (widths[0],
+    widths[1] channels), then tanh."""
     g = image_size // 8
-    w0, w1, w2, w3 = widths
     y = keras.Input((g, g, channels), name="latent")
+    if arch == "gdn":
+        from runtime.layers import GDN
+
+        x = y
+        for i, w in enumerate(widths[:2], start=1):
+            x = layers.Conv2DTranspose(w, 5, strides=2, padding="same", name=f"deconv{i}")(x)
+            x = GDN(inverse=True, name=f"igdn{i}")(x)
+        image = layers.Conv2DTranspose(3, 5, strides=2, padding="same", activation="tanh", name="image")(x)
+        return keras.Model(y, image, name=name)
+    w0, w1, w2, w3 = widths
     x = layers.Conv2D(w0, 3, padding="same", name="conv0")(y)
     x = layers.LeakyReLU(0.2, name="act0")(x)
     for i, w in enumerate((w1, w2, w3), start=1):
@@ -66,6 +95,12 @@ def build_rd_generator(channels: int, image_size: int = 32, widths=(96, 96, 48, 
         x = layers.LeakyReLU(0.2, name=f"act{i}")(x)
     image = layers.Conv2D(3, 3, padding="same", activation="tanh", name="image")(x)
     return keras.Model(y, image, name=name)
+
+
+def build_rd_models(cfg) -> tuple[keras.Model, keras.Model]:
+    """(encoder, generator) of a resolved ``TrainConfig`` (its ``rd_arch`` and widths)."""
+    return (build_rd_encoder(cfg.channels, cfg.image_size, cfg.rd_e_widths, arch=cfg.rd_arch),
+            build_rd_generator(cfg.channels, cfg.image_size, cfg.rd_g_widths, arch=cfg.rd_arch))
 
 
 def build_rd_discriminator(image_size: int = 32, widths=(32, 64, 128), name: str = "discriminator") -> keras.Model:
@@ -131,8 +166,7 @@ def train_rd(cfg, resume: bool = False, quiet: bool = False) -> dict:
     cfg, run, train_u8, val_u8 = open_run(cfg, resume)
     keras.utils.set_random_seed(cfg.seed)
     C, L, S = cfg.channels, cfg.levels, cfg.image_size
-    encoder = build_rd_encoder(C, S, cfg.rd_e_widths)
-    generator = build_rd_generator(C, S, cfg.rd_g_widths)
+    encoder, generator = build_rd_models(cfg)
     discriminator = build_rd_discriminator(S, cfg.rd_d_widths)
     rate = RateModel(C, L)
     lams = tf.constant(lambdas(L, (cfg.lam_min, cfg.lam_max)))

@@ -42,6 +42,8 @@ from runtime.errors import CodecError, run_cli  # noqa: E402
 from runtime.images import from_unit_range, to_unit_range  # noqa: E402
 
 CONFIG_NAME = "config.json"
+# rd: default (encoder, generator) widths per design; gdn uses two of each
+RD_WIDTHS = {"gdn": ([128, 128], [128, 128]), "conv": ([48, 96], [128, 96, 64, 32])}
 
 
 @dataclass
@@ -76,8 +78,9 @@ class TrainConfig:
     lam_min: float = 0.0003
     lam_max: float = 0.2
     w_adv_rd: float = 8.0
-    rd_e_widths: list = field(default_factory=lambda: [48, 96])
-    rd_g_widths: list = field(default_factory=lambda: [128, 96, 64, 32])
+    rd_arch: str = "gdn"  # rd: gdn (Ballé et al.'s transforms with GDN) | conv (LeakyReLU, the first design)
+    rd_e_widths: list | None = None  # None: RD_WIDTHS[rd_arch]
+    rd_g_widths: list | None = None
     rd_d_widths: list = field(default_factory=lambda: [32, 64, 128])
     init_from: str = ""  # rd: start a new run from a bundle's weights and gains (models/NAME)
 
@@ -89,6 +92,13 @@ class TrainConfig:
             c.norm = "batch" if c.mode == "gan" else "none"
         if not c.lr:
             c.lr = {"gan": 2e-4, "recon": 5e-4, "rd": 3e-4}[c.mode]
+        if c.rd_arch not in RD_WIDTHS:
+            raise CodecError(f"--rd-arch must be 'gdn' or 'conv', got {c.rd_arch!r}")
+        e_w, g_w = RD_WIDTHS[c.rd_arch]
+        c.rd_e_widths = list(c.rd_e_widths or e_w)
+        c.rd_g_widths = list(c.rd_g_widths or g_w)
+        if len(c.rd_e_widths) != 2 or len(c.rd_g_widths) != len(g_w):
+            raise CodecError(f"--rd-arch {c.rd_arch} takes 2 encoder widths and {len(g_w)} generator widths")
         if c.mode == "rd" and c.image_size % 8:
             raise CodecError(f"rd mode needs an image size divisible by 8, got {c.image_size}")
         for name in ("steps", "batch", "latent_dim", "ckpt_every", "eval_every"):
@@ -111,6 +121,7 @@ def save_config(cfg: TrainConfig, run: Path) -> None:
 def load_config(run: Path) -> TrainConfig:
     data = json.loads((Path(run) / CONFIG_NAME).read_text())
     known = {f.name for f in dataclasses.fields(TrainConfig)}
+    data.setdefault("rd_arch", "conv")  # runs from before the GDN design
     return TrainConfig(**{k: v for k, v in data.items() if k in known})
 
 
@@ -491,6 +502,13 @@ def main(argv=None) -> int:
     p.add_argument("--levels", type=int, default=8, help="rd: trained rate levels")
     p.add_argument("--lam-min", type=float, default=0.0003, help="rd: lowest rate-distortion weight")
     p.add_argument("--lam-max", type=float, default=0.2, help="rd: highest rate-distortion weight")
+    p.add_argument("--rd-arch", choices=["gdn", "conv"], default="gdn",
+                   help="rd: network design (gdn: 5x5 stride-2 convolutions with GDN; conv: LeakyReLU convolutions)")
+    p.add_argument("--rd-e-widths", type=lambda s: [int(v) for v in s.split(",")], default=None,
+                   help="rd: encoder widths (2 numbers)")
+    p.add_argument("--rd-g-widths", type=lambda s: [int(v) for v in s.split(",")], default=None,
+                   help="rd: generator widths (2 for gdn, 4 for conv)")
+    p.add_argument("--w-adv-rd", type=float, default=None, help="rd: adversarial weight (relative to MSE on 0..255)")
     p.add_argument("--init-from", default="", metavar="BUNDLE",
                    help="rd: start a new run from a shipped bundle's weights and gains (e.g. models/airplane)")
     p.add_argument("--resume", action="store_true")
@@ -509,12 +527,15 @@ def main(argv=None) -> int:
                       latent_dim=a.latent_dim, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed,
                       norm=a.norm, ckpt_every=a.ckpt_every, eval_every=a.eval_every,
                       eval_images=a.eval_images, eval_steps=a.eval_steps, channels=a.channels,
-                      levels=a.levels, lam_min=a.lam_min, lam_max=a.lam_max, init_from=a.init_from)
-    for name in ("g_widths", "d_widths", "e_widths"):
+                      levels=a.levels, lam_min=a.lam_min, lam_max=a.lam_max, init_from=a.init_from,
+                      rd_arch=a.rd_arch)
+    for name in ("g_widths", "d_widths", "e_widths", "rd_e_widths", "rd_g_widths"):
         if getattr(a, name):
             setattr(cfg, name, getattr(a, name))
     if a.w_adv is not None:
         cfg.w_adv = a.w_adv
+    if a.w_adv_rd is not None:
+        cfg.w_adv_rd = a.w_adv_rd
     return run_cli(lambda: print(json.dumps(train(cfg, resume=a.resume), indent=2)))
 
 
