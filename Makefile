@@ -61,20 +61,21 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-# Training runs behind the shipped bundles (rd mode: variable-rate RD GAN codec, 32x32, latent
-# 4x4x64, 8 trained rate levels). They resume automatically; STEPS/BATCH/THREADS to change.
-RD_STEPS ?= 18000
+# Training runs behind the shipped bundles (rd mode: variable-rate RD GAN codec, 32x32, the GDN
+# design with latent 4x4x64, 8 trained rate levels). They resume automatically; RD_STEPS/BATCH/
+# THREADS to change (runs/rd-* are the earlier conv design's runs).
+RD_STEPS ?= 15000
 BATCH ?= 32
 THREADS ?= 1
 train-airplane train-automobile train-flowers: train-%: install
-	$(PY) -m training.train --data $(DATA)/$(DATA_$*).npz --out runs/rd-$* --steps $(RD_STEPS) --batch $(BATCH) \
-	  --eval-every 500 --eval-images 256 --ckpt-every 250 --threads $(THREADS) $(if $(wildcard runs/rd-$*/config.json),--resume)
+	$(PY) -m training.train --data $(DATA)/$(DATA_$*).npz --out runs/gdn-$* --steps $(RD_STEPS) --batch $(BATCH) \
+	  --eval-every 500 --eval-images 256 --ckpt-every 500 --threads $(THREADS) $(if $(wildcard runs/gdn-$*/config.json),--resume)
 # The reference design (plain GAN, latent inversion), kept for comparison; it trains but does not export.
 train-airplane-gan: install
 	$(PY) -m training.train --mode gan --data $(DATA)/cifar10_airplane.npz --out runs/airplane-gan --steps $(STEPS) $(if $(wildcard runs/airplane-gan/config.json),--resume)
 
 export-%: install
-	$(PY) -m export.onnx runs/rd-$* --out models/$* --overwrite
+	$(PY) -m export.onnx runs/gdn-$* --out models/$* --overwrite
 
 export-all: export-airplane export-automobile export-flowers
 

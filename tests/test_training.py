@@ -82,7 +82,8 @@ def test_bad_image_size():
 
 
 @pytest.mark.parametrize("size,arch,g_widths", [(16, "gdn", (16, 8)), (32, "gdn", (16, 8)),
-                                                (16, "conv", (16, 16, 8, 8)), (32, "conv", (16, 16, 8, 8))])
+                                                (16, "conv", (16, 16, 8, 8)), (32, "conv", (16, 16, 8, 8)),
+                                                (32, "gdn16", (16, 8, 8))])
 def test_rd_architectures_have_configured_shapes(size, arch, g_widths):
     from training.rd import (
         RateModel,
@@ -93,7 +94,10 @@ def test_rd_architectures_have_configured_shapes(size, arch, g_widths):
     )
 
     grid = size // 8
-    e = build_rd_encoder(8, size, (8, 16), arch=arch)
+    e_widths = (8, 16)
+    if arch == "gdn16":  # three stride-2 stages before the latent: S/16
+        arch, grid, e_widths = "gdn", size // 16, (8, 16, 16)
+    e = build_rd_encoder(8, size, e_widths, arch=arch)
     assert e.input_shape == (None, size, size, 3) and e.output_shape == (None, grid, grid, 8)
     g = build_rd_generator(8, size, g_widths, arch=arch)
     assert g.input_shape == (None, grid, grid, 8) and g.output_shape == (None, size, size, 3)
@@ -228,7 +232,9 @@ def test_rd_designs_and_their_default_widths(tmp_path):
     conv = TrainConfig(data="x", out="y", rd_arch="conv").resolved()
     assert (conv.rd_e_widths, conv.rd_g_widths) == RD_WIDTHS["conv"]
     with pytest.raises(CodecError, match="generator widths"):
-        TrainConfig(data="x", out="y", rd_g_widths=[8, 8, 8, 8]).resolved()
+        TrainConfig(data="x", out="y", rd_g_widths=[8, 8, 8]).resolved()
+    with pytest.raises(CodecError, match="divisible by 16"):
+        TrainConfig(data="x", out="y", image_size=24, rd_e_widths=[8] * 3, rd_g_widths=[8] * 3).resolved()
     with pytest.raises(CodecError, match="rd-arch"):
         TrainConfig(data="x", out="y", rd_arch="vit").resolved()
     save_config(TrainConfig(data="x", out="y", rd_arch="conv", rd_g_widths=[16, 16, 8, 8]), tmp_path)
