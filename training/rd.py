@@ -39,23 +39,30 @@ MIX = 3  # logistic components per channel
 ARCHS = ("conv", "gdn")
 
 
+def downsampling(arch: str, widths) -> int:
+    """Image side / latent side: 8 for conv; 2^(len(widths) + 1) for gdn (one stride-2 stage per
+    width, and the latent's own)."""
+    return 2 ** (len(widths) + 1) if arch == "gdn" else 8
+
+
 def build_rd_encoder(channels: int, image_size: int = 32, widths=(48, 96), name: str = "encoder",
                      arch: str = "conv") -> keras.Model:
-    """image (N, S, S, 3) in [-1, 1] -> y (N, S/8, S/8, channels), unscaled.
+    """image (N, S, S, 3) in [-1, 1] -> y (N, S/f, S/f, channels), unscaled (f: :func:`downsampling`).
 
     ``conv``: stride-2 and 3×3 convolutions with LeakyReLU. ``gdn``: Ballé et al.'s analysis
-    transform, three 5×5 stride-2 convolutions with GDN between them."""
-    w1, w2 = widths
+    transform, 5×5 stride-2 convolutions (one per width, then the latent's) with GDN between them:
+    widths of 2 give S/8, of 3 give S/16."""
     x_in = keras.Input((image_size, image_size, 3), name="image")
     if arch == "gdn":
         from runtime.layers import GDN
 
-        x = layers.Conv2D(w1, 5, strides=2, padding="same", name="conv1")(x_in)
-        x = GDN(name="gdn1")(x)
-        x = layers.Conv2D(w2, 5, strides=2, padding="same", name="conv2")(x)
-        x = GDN(name="gdn2")(x)
+        x = x_in
+        for i, w in enumerate(widths, start=1):
+            x = layers.Conv2D(w, 5, strides=2, padding="same", name=f"conv{i}")(x)
+            x = GDN(name=f"gdn{i}")(x)
         y = layers.Conv2D(channels, 5, strides=2, padding="same", name="latent")(x)
         return keras.Model(x_in, y, name=name)
+    w1, w2 = widths
     x = layers.Conv2D(w1, 5, strides=2, padding="same", name="conv1")(x_in)
     x = layers.LeakyReLU(0.2, name="act1")(x)
     x = layers.Conv2D(w1, 3, padding="same", name="conv1b")(x)
@@ -70,18 +77,18 @@ def build_rd_encoder(channels: int, image_size: int = 32, widths=(48, 96), name:
 
 def build_rd_generator(channels: int, image_size: int = 32, widths=(96, 96, 48, 24),
                        name: str = "generator", arch: str = "conv") -> keras.Model:
-    """ŷ (N, S/8, S/8, channels) -> image (N, S, S, 3) in [-1, 1].
+    """ŷ (N, S/f, S/f, channels) -> image (N, S, S, 3) in [-1, 1].
 
     ``conv``: nearest upsampling + 3×3 convolutions with LeakyReLU. ``gdn``: Ballé et al.'s
-    synthesis transform, 5×5 stride-2 transposed convolutions with inverse GDN (widths[0],
-    widths[1] channels), then tanh."""
-    g = image_size // 8
+    synthesis transform, 5×5 stride-2 transposed convolutions with inverse GDN (one per width),
+    then one to RGB with tanh."""
+    g = image_size // downsampling(arch, widths)
     y = keras.Input((g, g, channels), name="latent")
     if arch == "gdn":
         from runtime.layers import GDN
 
         x = y
-        for i, w in enumerate(widths[:2], start=1):
+        for i, w in enumerate(widths, start=1):
             x = layers.Conv2DTranspose(w, 5, strides=2, padding="same", name=f"deconv{i}")(x)
             x = GDN(inverse=True, name=f"igdn{i}")(x)
         image = layers.Conv2DTranspose(3, 5, strides=2, padding="same", activation="tanh", name="image")(x)

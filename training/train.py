@@ -72,7 +72,7 @@ class TrainConfig:
     w_adv: float = 0.003
     noise_bits: list = field(default_factory=lambda: [3, 4, 5, 6])
     flip: bool = True
-    # rd mode (training/rd.py): spatial latent (S/8, S/8, channels), `levels` rate levels
+    # rd mode (training/rd.py): spatial latent (S/f, S/f, channels), `levels` rate levels
     channels: int = 64
     levels: int = 8
     lam_min: float = 0.0003
@@ -97,10 +97,15 @@ class TrainConfig:
         e_w, g_w = RD_WIDTHS[c.rd_arch]
         c.rd_e_widths = list(c.rd_e_widths or e_w)
         c.rd_g_widths = list(c.rd_g_widths or g_w)
-        if len(c.rd_e_widths) != 2 or len(c.rd_g_widths) != len(g_w):
-            raise CodecError(f"--rd-arch {c.rd_arch} takes 2 encoder widths and {len(g_w)} generator widths")
-        if c.mode == "rd" and c.image_size % 8:
-            raise CodecError(f"rd mode needs an image size divisible by 8, got {c.image_size}")
+        if c.rd_arch == "conv" and (len(c.rd_e_widths), len(c.rd_g_widths)) != (2, 4):
+            raise CodecError("--rd-arch conv takes 2 encoder widths and 4 generator widths")
+        if c.rd_arch == "gdn" and not 1 <= len(c.rd_e_widths) == len(c.rd_g_widths) <= 4:
+            raise CodecError("--rd-arch gdn takes as many generator widths as encoder widths (1 to 4)")
+        from training.rd import downsampling
+
+        f = downsampling(c.rd_arch, c.rd_e_widths)
+        if c.mode == "rd" and c.image_size % f:
+            raise CodecError(f"rd mode with these widths needs an image size divisible by {f}, got {c.image_size}")
         for name in ("steps", "batch", "latent_dim", "ckpt_every", "eval_every"):
             if getattr(c, name) <= 0:
                 raise CodecError(f"--{name.replace('_', '-')} must be positive")
@@ -505,9 +510,9 @@ def main(argv=None) -> int:
     p.add_argument("--rd-arch", choices=["gdn", "conv"], default="gdn",
                    help="rd: network design (gdn: 5x5 stride-2 convolutions with GDN; conv: LeakyReLU convolutions)")
     p.add_argument("--rd-e-widths", type=lambda s: [int(v) for v in s.split(",")], default=None,
-                   help="rd: encoder widths (2 numbers)")
+                   help="rd: encoder widths (gdn: one per stride-2 stage, 2 -> S/8, 3 -> S/16; conv: 2)")
     p.add_argument("--rd-g-widths", type=lambda s: [int(v) for v in s.split(",")], default=None,
-                   help="rd: generator widths (2 for gdn, 4 for conv)")
+                   help="rd: generator widths (gdn: as many as the encoder's; conv: 4)")
     p.add_argument("--w-adv-rd", type=float, default=None, help="rd: adversarial weight (relative to MSE on 0..255)")
     p.add_argument("--init-from", default="", metavar="BUNDLE",
                    help="rd: start a new run from a shipped bundle's weights and gains (e.g. models/airplane)")
