@@ -1,9 +1,9 @@
 """Encode effort vs quality and speed: PSNR, MS-SSIM and bytes against the number of refinement
-steps (0 = the amortized encoder alone, then 10, 20, 50, 100), at one fixed rate level and at one
+steps (0 = the amortized encoder alone, then 5, 10, 15, 30, 60), at one fixed rate level and at one
 per-image byte budget, timed per image at batch 64 — the evidence behind ``DEFAULT_STEPS``.
 
     python -m benchmarks.effort --model models/NAME --data PATH.npz [--limit 64] [--level L]
-        [--target-bytes B] [--steps 0,10,20,50,100] [--batch 64] [--out DIR]
+        [--target-bytes B] [--steps 0,5,10,15,30,60] [--batch 64] [--out DIR]
 
 At a fixed level refinement trades bits for distortion along the level's λ (bytes may move); under
 a budget (model alone, no WebP fallback) every file stays ≤ B and only the quality should rise.
@@ -30,8 +30,8 @@ from benchmarks.rd import (
 from runtime.codec import DEFAULT_STEPS, Codec
 from runtime.errors import CodecError
 
-STEPS = (0, 10, 20, 50, 100)
-TARGET_BYTES = 64
+STEPS = (0, 5, 10, 15, 30, 60)
+TARGET_BYTES = 150
 
 
 def effort(model, data, limit: int = 64, level: int | None = None, target_bytes: int = TARGET_BYTES,
