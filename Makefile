@@ -16,7 +16,7 @@ DATA_airplane := cifar10_airplane
 DATA_automobile := cifar10_automobile
 DATA_flowers := flowers64
 
-.PHONY: install browser web-runtime web web-demo test test-fast demo lint train-% export-% export-all check-models bench bench-rd bench-table bench-speed bench-effort fuzz clean
+.PHONY: install browser web-runtime web web-demo test test-fast demo lint train-% finetune-% export-% export-all check-models bench bench-rd bench-table bench-speed bench-effort fuzz clean
 
 install: $(STAMP)
 
@@ -70,12 +70,22 @@ THREADS ?= 1
 train-airplane train-automobile train-flowers: train-%: install
 	$(PY) -m training.train --data $(DATA)/$(DATA_$*).npz --out runs/gdn-$* --steps $(RD_STEPS) --batch $(BATCH) \
 	  --eval-every 500 --eval-images 256 --ckpt-every 500 --threads $(THREADS) $(if $(wildcard runs/gdn-$*/config.json),--resume)
+# Continued training of a shipped bundle (the bundles are the hand-over between sessions: a run's
+# checkpoints do not outlive its machine): a new run started from models/NAME's weights, gains and
+# density, at a lower learning rate. `make export-NAME RUN=ft` ships it.
+FT_STEPS ?= 13000
+FT_LR ?= 1e-4
+finetune-airplane finetune-automobile finetune-flowers: finetune-%: install
+	$(PY) -m training.train --data $(DATA)/$(DATA_$*).npz --out runs/ft-$* --steps $(FT_STEPS) --batch $(BATCH) \
+	  --eval-every 500 --eval-images 256 --ckpt-every 500 --threads $(THREADS) --lr $(FT_LR) \
+	  $(if $(wildcard runs/ft-$*/config.json),--resume,--init-from models/$*)
 # The reference design (plain GAN, latent inversion), kept for comparison; it trains but does not export.
 train-airplane-gan: install
 	$(PY) -m training.train --mode gan --data $(DATA)/cifar10_airplane.npz --out runs/airplane-gan --steps $(STEPS) $(if $(wildcard runs/airplane-gan/config.json),--resume)
 
+RUN ?= gdn
 export-%: install
-	$(PY) -m export.onnx runs/gdn-$* --out models/$* --overwrite
+	$(PY) -m export.onnx runs/$(RUN)-$* --out models/$* --overwrite
 
 export-all: export-airplane export-automobile export-flowers
 
