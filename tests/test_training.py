@@ -222,6 +222,32 @@ def test_init_from_bundle_starts_from_its_weights(tiny_npz, tiny_bundle, tmp_pat
     assert TrainConfig(data="x", out="y").init_from == ""
 
 
+def test_init_from_bundle_into_more_channels(tiny_npz, tiny_bundle, tmp_path):
+    """--init-from with --channels above the bundle's: the bundle's weights fill the leading slice,
+    so the widened codec starts out decoding the bundle's latents as the bundle does."""
+    import dataclasses
+
+    import keras
+
+    from training.rd import RateModel, build_rd_models, warm_start
+
+    cfg = tiny_config(tiny_npz, tmp_path / "warm").resolved()
+    wide = dataclasses.replace(cfg, channels=cfg.channels + 4)
+    enc, gen = build_rd_models(wide)
+    rate = RateModel(wide.channels, wide.levels)
+    warm_start(tiny_bundle, enc, gen, rate)
+    shipped = keras.models.load_model(tiny_bundle / "generator.keras", compile=False)
+    y = np.random.default_rng(0).normal(size=(2,) + tuple(shipped.input_shape[1:])).astype(np.float32)
+    padded = np.concatenate([y, np.zeros(y.shape[:-1] + (4,), np.float32)], axis=-1)
+    np.testing.assert_allclose(gen(padded).numpy(), shipped(y).numpy(), atol=1e-5)
+    with np.load(tiny_bundle / "rate.npz", allow_pickle=False) as f:
+        gains = f["gains"][::8]
+    got = np.exp(rate.log_gain.numpy())
+    np.testing.assert_allclose(got[:, : cfg.channels], gains, rtol=1e-5)
+    np.testing.assert_allclose(np.log(got[:, cfg.channels :]), np.log(gains).mean(1, keepdims=True).repeat(4, 1),
+                               rtol=1e-4)
+
+
 def test_rd_designs_and_their_default_widths(tmp_path):
     """gdn is the default design; each design has its own widths; runs saved before the GDN design
     (no rd_arch in config.json) load as conv."""

@@ -275,7 +275,12 @@ def warm_start(bundle_dir, encoder, generator, rate: RateModel) -> None:
     """Start a new run from a shipped bundle (``--init-from models/NAME``): its encoder and generator
     weights (the Keras mirrors), and its trained levels' gains, inverse gains and density (every
     SUBLEVELS-th exported level is a trained one). The discriminator and optimizers start fresh.
-    The architecture and level count must match; anything else is a clear error."""
+
+    The run may have more latent channels than the bundle (``--channels``, to raise the ceiling of
+    the high rates): every weight the extra channels add keeps a fresh initialisation scaled by
+    :data:`GROWN_INIT` around the bundle's weights (so the run starts as the bundle's codec), and
+    the extra channels' gains and density start at the means of the bundle's. Anything else that
+    differs (architecture, level count) is a clear error."""
     from pathlib import Path
 
     from export.onnx import SUBLEVELS
@@ -290,14 +295,35 @@ def warm_start(bundle_dir, encoder, generator, rate: RateModel) -> None:
     for model, name in ((encoder, ENCODER_KERAS), (generator, GENERATOR_KERAS)):
         source = keras.models.load_model(bundle.path(name), compile=False)
         theirs, ours = source.get_weights(), model.get_weights()
-        if [w.shape for w in theirs] != [w.shape for w in ours]:
+        if len(theirs) != len(ours) or any(len(a.shape) != len(b.shape) or any(i > j for i, j in zip(a.shape, b.shape))
+                                           for a, b in zip(theirs, ours)):
             raise CodecError(f"--init-from {bundle_dir}: its {name} has another architecture than this run")
-        model.set_weights(theirs)
+        model.set_weights([_grow(a, b) for a, b in zip(theirs, ours)])
     pick = slice(None, None, SUBLEVELS)
-    rate.log_gain.assign(np.log(bundle.rate["gains"][pick]).astype(np.float32))
-    rate.log_inv_gain.assign(np.log(bundle.entropy.inv_gains[pick]).astype(np.float32))
+    rate.log_gain.assign(_grow_mean(np.log(bundle.rate["gains"][pick]), rate.log_gain.shape))
+    rate.log_inv_gain.assign(_grow_mean(np.log(bundle.entropy.inv_gains[pick]), rate.log_inv_gain.shape))
     for key in ("mix_logits", "means", "log_scales"):
-        getattr(rate, key).assign(bundle.rate[key].astype(np.float32))
+        var = getattr(rate, key)
+        var.assign(_grow_mean(bundle.rate[key].T, var.shape[::-1]).T)
+
+
+GROWN_INIT = 0.1  # scale of the fresh weights of channels a widened run adds to a bundle's
+
+
+def _grow(theirs: np.ndarray, ours: np.ndarray) -> np.ndarray:
+    """ours (a fresh init, scaled by GROWN_INIT) with theirs in its leading slice."""
+    if theirs.shape == ours.shape:
+        return theirs
+    out = (ours * GROWN_INIT).astype(ours.dtype)
+    out[tuple(slice(0, n) for n in theirs.shape)] = theirs
+    return out
+
+
+def _grow_mean(theirs: np.ndarray, shape) -> np.ndarray:
+    """(L, C) -> (L, C') with C' >= C: extra columns are the mean of theirs per row."""
+    theirs = np.asarray(theirs, np.float32)
+    extra = shape[1] - theirs.shape[1]
+    return np.concatenate([theirs, np.repeat(theirs.mean(axis=1, keepdims=True), extra, axis=1)], axis=1)
 
 
 def plot_rd_curves(run) -> None:
