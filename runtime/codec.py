@@ -35,7 +35,7 @@ from runtime.images import from_unit_range, restore_size, to_model_size, to_unit
 
 MIRROR_TOLERANCE = 1e-4
 DEFAULT_STEPS = 15  # refinement steps per candidate (benchmarks.effort measures the trade-off)
-BUDGET_FINER = (0, 2)  # under a byte budget, refinement starts at the chosen level and 2 finer (it saves ~10 % of the bits)
+BUDGET_FINER = (1, 3)  # under a byte budget, refinement starts 1 and 3 levels finer than the chosen one (it saves ~10 % of the bits)
 COARSER_BY = 7  # with a target, refinement also starts levels/COARSER_BY levels coarser
 DEFAULT_LR = 0.05  # Adam step on the scaled latent (1 = one quantization step); measured on the GDN bundles: 0.05 for 15 steps ≈ 0.03 for 20
 UNLIKE_TRAINING_DB = 6.0  # warn when an image decodes this far below the bundle's validation PSNR
@@ -310,7 +310,9 @@ class Codec:
         """The latents :meth:`compress` chooses from, each as (levels, symbols, clipped, decoded):
         the encoder's own at ``levels`` and, with ``steps``, a refined one. Refinement lowers the
         rate–distortion cost, mostly by spending fewer bits, so under a byte budget it starts
-        :data:`BUDGET_FINER` levels finer and its result is fitted to ``max_bytes``; for a PSNR
+        :data:`BUDGET_FINER` levels finer (measured on airplane, 64 images: (1, 3) gains +0.2 /
+        +0.4 / +0.7 / +1.3 dB over the encoder alone at 51 / 100 / 200 / 300 B; (0, 2) 0.15 dB less
+        at 100 B) and each result is fitted to ``max_bytes``; for a PSNR
         target it also starts :data:`COARSER_BY` levels coarser, since a coarser start may reach
         the target."""
         levels = np.asarray(levels)
