@@ -11,8 +11,9 @@ Encoding, stage by stage (each a method below):
 2. :meth:`Codec.analyze` — the encoder's latent y (onnxruntime);
 3. :meth:`Codec.choose_levels` — per image, the finest level whose file fits ``target_bytes``
    (one level finer does not), or the coarsest whose decoded PSNR reaches ``target_psnr``;
-4. :meth:`Codec.refine` — rate–distortion refinement of the symbols with gradients from the TF
-   mirror (``runtime.inversion``), started from the encoder's latent;
+4. :meth:`Codec.refine` — rate–distortion refinement of the continuous latent with gradients
+   from the TF mirror (``runtime.inversion``), started from the encoder's latent at the chosen
+   level (under a byte budget 1 and 3 levels finer, then fitted: :meth:`Codec.quantize_to_fit`);
 5. :meth:`Codec.synthesize` — the decoder's exact output (onnxruntime), for every candidate; per
    image the best candidate under the target is kept, and with a target the WebP fallback
    (:func:`webp_fallback`) replaces it when WebP meets the target better;
