@@ -131,28 +131,44 @@ def quantize_latents(y: np.ndarray, gains: np.ndarray) -> np.ndarray:
     return np.rint(np.asarray(y, np.float32) * np.asarray(gains, np.float32)).astype(np.int64)
 
 
-def entropy_tables(y: np.ndarray, gains: np.ndarray):
-    """Integer frequency tables per (level, channel) from the training set's latents ``y`` (N,H,W,C).
+CONTEXTS = 8  # entropy contexts per (level, channel) (runtime.entropy.contexts); 1 = none
+CONTEXT_PRIOR = 16.0  # a context's histogram is shrunk toward its channel's by this many pseudo-counts
 
-    Histogram of q = round(y·g) over the observed support widened by one symbol each side;
-    frequencies from ``2·count + 1`` (runtime.entropy.FrequencyTable.from_counts) so that every
-    symbol in the support stays codable. A channel that is (almost) always 0 at a level gets the
-    degenerate table {0}: it costs nothing and is not coded.
+
+def entropy_tables(y: np.ndarray, gains: np.ndarray, contexts: int = CONTEXTS):
+    """Integer frequency tables per (level, channel, context) from the training set's latents
+    ``y`` (N,H,W,C).
+
+    Per level and channel: the support is the observed one widened by one symbol each side; a
+    channel that is (almost) always 0 at a level gets the degenerate table {0}: it costs nothing
+    and is not coded. Each context's table is its histogram shrunk toward the channel's
+    (:data:`CONTEXT_PRIOR` pseudo-counts, so a rare context is not a guess), as frequencies from
+    ``2·count + 1`` of the channel's (``FrequencyTable.from_counts``): every symbol in the support
+    stays codable. The floats stay here: the decoder only reads the integer tables.
     """
-    from runtime.entropy import FrequencyTable
+    from runtime.entropy import FrequencyTable, contexts as context_of
 
     tables = []
     for g in gains:
-        q = quantize_latents(y, g).reshape(-1, y.shape[-1])
+        q = quantize_latents(y, g)
+        flat = q.reshape(-1, y.shape[-1])
+        coded = np.count_nonzero(flat, axis=0) > DEGENERATE_FRACTION * len(flat)
+        ctx = context_of(q, coded, contexts).reshape(-1, y.shape[-1])
         row = []
-        for c in range(q.shape[1]):
-            v = q[:, c]
-            if np.count_nonzero(v) <= DEGENERATE_FRACTION * len(v):
-                row.append(FrequencyTable(0, [1]))
+        for c in range(flat.shape[1]):
+            if not coded[c]:
+                row.append([FrequencyTable(0, [1])] * contexts)
                 continue
+            v = flat[:, c]
             lo, hi = int(v.min()) - 1, int(v.max()) + 1
-            counts = np.bincount(v - lo, minlength=hi - lo + 1)
-            row.append(FrequencyTable.from_counts(lo, (2 * counts + 1).tolist()))
+            marginal = 2 * np.bincount(v - lo, minlength=hi - lo + 1) + 1.0
+            marginal /= marginal.sum()
+            cell = []
+            for j in range(contexts):
+                counts = np.bincount(v[ctx[:, c] == j] - lo, minlength=hi - lo + 1)
+                p = (counts + CONTEXT_PRIOR * marginal) / (counts.sum() + CONTEXT_PRIOR)
+                cell.append(FrequencyTable.from_counts(lo, np.maximum(1, np.rint(p * (1 << 20))).astype(np.int64).tolist()))
+            row.append(cell)
         tables.append(row)
     return tables
 

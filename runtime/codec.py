@@ -238,23 +238,22 @@ class Codec:
         from runtime.inversion import refine
 
         levels = np.asarray(levels)
-        costs, lo = self.code_lengths(levels)
+        costs, lo = self.code_lengths(levels, self.quantize(scaled, levels)[0])
         return refine(self.mirror, to_unit_range(pixels), scaled, self.bundle.entropy.inv_gains[levels],
                       self.bundle.rate["lambdas"][levels], costs, lo, steps, lr, progress)
 
-    def code_lengths(self, levels) -> tuple[np.ndarray, np.ndarray]:
-        """Per image, the coder's bits of every symbol of every channel at its level: (costs (N, C, K),
-        32 bits past each table's end; lo (N, C)) — refinement's rate term."""
+    def code_lengths(self, levels, symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per image, the coder's bits of every symbol value at every latent position at its level,
+        under the contexts of ``symbols`` (N, H, W, C), the start: (costs (N, H, W, C, K), 32 bits
+        past each table's end; lo (N, C)) — refinement's rate term."""
         model = self.bundle.entropy
-        used = sorted(set(int(v) for v in levels))
-        width = max(model.code_lengths(lv)[1] for lv in used)
-        per_level = {}
-        for lv in used:
-            costs = np.full((model.channels, width), 32.0, np.float32)
-            own, w = model.code_lengths(lv)
-            costs[:, :w] = np.where(np.isfinite(own), own, 32.0)
-            per_level[lv] = (costs, model.support(lv).astype(np.float32))
-        return tuple(np.stack([per_level[int(v)][k] for v in levels]) for k in (0, 1))
+        levels = [int(v) for v in levels]
+        width = max(model.code_lengths(lv)[1] for lv in set(levels))
+        costs = np.full((*np.shape(symbols), width), 32.0, np.float32)
+        for i, (lv, s) in enumerate(zip(levels, symbols)):
+            own = model.symbol_costs(lv, s)
+            costs[i, ..., : own.shape[-1]] = np.where(np.isfinite(own), own, 32.0)
+        return costs, np.stack([model.support(lv) for lv in levels]).astype(np.float32)
 
     @staticmethod
     def header_bytes(sizes) -> np.ndarray:

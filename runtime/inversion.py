@@ -64,20 +64,19 @@ def ste_round(v):
 def table_bits(u, costs, lo):
     """Bits per image (N,) of scaled latents u (N, H, W, C) under per-image code-length tables.
 
-    costs: (N, C, K) bits of symbol ``lo[n, c] + k`` (large past a table's end); lo: (N, C).
-    Exact at integers, linear in between, clamped to each table's support.
+    costs: (N, H, W, C, K) bits of symbol ``lo[n, c] + k`` at each position (each position has
+    its own context's table; large past a table's end); lo: (N, C). Exact at integers, linear in
+    between, clamped to each table's support.
     """
-    k = tf.shape(costs)[2]
+    k = tf.shape(costs)[-1]
     idx = tf.clip_by_value(u - lo[:, None, None, :], 0.0, tf.cast(k - 1, tf.float32))
     i0 = tf.floor(idx)
     frac = idx - i0
     i0 = tf.cast(i0, tf.int32)
     i1 = tf.minimum(i0 + 1, k - 1)
-    n, c = tf.shape(costs)[0], tf.shape(costs)[1]
-    base = (tf.range(n)[:, None, None, None] * c + tf.range(c)[None, None, None, :]) * k
-    flat = tf.reshape(costs, [-1])
-    bits = (1.0 - frac) * tf.gather(flat, base + i0) + frac * tf.gather(flat, base + i1)
-    return tf.reduce_sum(bits, axis=[1, 2, 3])
+    c0 = tf.gather(costs, i0[..., None], batch_dims=4)[..., 0]
+    c1 = tf.gather(costs, i1[..., None], batch_dims=4)[..., 0]
+    return tf.reduce_sum((1.0 - frac) * c0 + frac * c1, axis=[1, 2, 3])
 
 
 _COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -115,7 +114,7 @@ def refine(generator, targets: np.ndarray, start: np.ndarray, inv_gains: np.ndar
 
     generator: Keras model (dequantized latent -> image in [-1, 1]). targets: float32 (N, S, S, 3)
     in [-1, 1]. start: (N, H, W, C) scaled latents (y·gain). inv_gains: (N, C) per image; lambdas:
-    (N,); costs (N, C, K) and lo (N, C): each image's code lengths per channel and symbol (see
+    (N,); costs (N, H, W, C, K) and lo (N, C): each image's code lengths per position and symbol (see
     :func:`table_bits`). Returns float32 (N, H, W, C) scaled latents (round them for the symbols).
     ``progress``: callable(done_steps).
     """

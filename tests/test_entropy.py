@@ -358,3 +358,127 @@ def test_model_validation():
         m.encode(1, np.zeros((1, 1, 1), int))
     with pytest.raises(CodecError, match="shape"):
         m.encode(0, np.zeros((2, 1, 1), int))
+
+
+# --- contexts (entropy.bin version 2) -------------------------------------------------------------
+
+def context_model(seed=0, levels=3, channels=6, grid=(2, 3), k=3):
+    """K context tables per (level, channel) sharing one support; some channels degenerate."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for lv in range(levels):
+        row = []
+        for c in range(channels):
+            lo, n = -2 - (lv + c) % 3, 5 + 2 * ((lv + c) % 3)  # supports hold 0, as real ones do
+            if (lv + c) % 4 == 3:
+                row.append([FrequencyTable(lo, [1])] * k)
+            else:
+                row.append([FrequencyTable.from_counts(lo, rng.integers(0, 500, n)) for _ in range(k)])
+        rows.append(row)
+    return EntropyModel(rng.uniform(0.05, 2, (levels, channels)).astype(np.float32), rows, grid)
+
+
+def test_context_rule_by_hand():
+    from runtime.entropy import contexts
+
+    # one position, channels 0..4; channel 2 is not coded (never counted)
+    s = np.array([[[3, 0, 7, -1, 5]]])
+    coded = np.array([True, True, False, True, True])
+    # c=0: m=0 -> 0; c=1: m=1, z=1 -> min(3, 4*1//1)=3; c=2: m=2, z=1 -> 2; c=3: m=2, z=1 -> 2;
+    # c=4: m=3, z=2 -> 4*2//3 = 2
+    np.testing.assert_array_equal(contexts(s, coded, 4)[0, 0], [0, 3, 2, 2, 2])
+    np.testing.assert_array_equal(contexts(s, coded, 1), np.zeros_like(s))
+
+
+def test_context_entropy_bin_round_trip_and_layout():
+    m = context_model()
+    data = m.to_bytes()
+    assert data[:4] == b"GCEM" and data[4] == 2 and data[14] == 3
+    back = EntropyModel.from_bytes(data)
+    assert back == m and back.contexts == 3 and back.to_bytes() == data
+    coded = sum(t.n for row in m.tables for t in row if not t.degenerate)
+    assert len(data) == 15 + 4 * 18 + 4 * 18 + 2 * 3 * coded
+
+
+def test_context_entropy_bin_corruption_raises_only_codec_error():
+    data = context_model().to_bytes()
+    for n in range(len(data)):
+        with pytest.raises(CodecError):
+            EntropyModel.from_bytes(data[:n])
+    with pytest.raises(CodecError, match="more than"):
+        EntropyModel.from_bytes(data + b"\0\0")
+    with pytest.raises(CodecError, match="contexts"):
+        EntropyModel.from_bytes(data[:14] + b"\x01" + data[15:])
+    rng = np.random.default_rng(1)
+    for _ in range(1000):
+        d = bytearray(data)
+        for _ in range(int(rng.integers(1, 4))):
+            d[int(rng.integers(0, len(d)))] = int(rng.integers(0, 256))
+        try:
+            m = EntropyModel.from_bytes(bytes(d))
+            for level in range(m.levels):
+                m.context_tables[level]  # tables are built lazily: that must not fail either
+        except CodecError:
+            pass
+    with pytest.raises(CodecError, match="share one support"):
+        EntropyModel(np.ones((1, 1), np.float32), [[[FrequencyTable.uniform(3), FrequencyTable.uniform(4)]]])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 2))
+def test_context_model_round_trip_and_bits(seed, level):
+    m = EntropyModel.from_bytes(context_model(seed % 5).to_bytes())
+    rng = np.random.default_rng(seed)
+    symbols, _ = m.clip(level, rng.integers(-9, 10, m.shape) * rng.integers(0, 2, m.shape))
+    payload = m.encode(level, symbols)
+    got_level, got = m.decode(payload)
+    assert got_level == level
+    np.testing.assert_array_equal(got, symbols)
+    ctx = m.contexts_of(level, symbols)
+    direct = (16 - math.log2(m.level_table.freqs[level])) + sum(
+        m.context_tables[level][c][int(ctx[h, w, c])].costs()[int(symbols[h, w, c]) - m.tables[level][c].lo]
+        for h in range(m.grid[0]) for w in range(m.grid[1]) for c in range(m.channels)
+        if not m.tables[level][c].degenerate)
+    assert m.bits(level, symbols) == pytest.approx(direct)
+    assert len(payload) <= math.ceil(direct / 8) + 1
+    costs = m.symbol_costs(level, symbols)
+    assert costs.shape == (*m.shape, max(t.n for t in m.tables[level]))
+
+
+def test_context_extremes_of_every_channel_and_context():
+    """±the clip of every channel, under every context each channel can have."""
+    m = context_model(2, channels=8, grid=(3, 4), k=4)
+    rng = np.random.default_rng(0)
+    for level in range(m.levels):
+        lo, hi = m.support(level), m._hi[level]
+        seen = set()
+        for p in np.linspace(0, 1, 200):  # from all zeros (context 0) to all nonzero (K - 1)
+            s = np.where(rng.random(m.shape) < p, np.where(rng.random(m.shape) < 0.5, lo, hi), 0)
+            s, _ = m.clip(level, s)
+            got_level, got = m.decode(m.encode(level, s))
+            assert got_level == level
+            np.testing.assert_array_equal(got, s)
+            ctx = m.contexts_of(level, s)
+            seen |= {(c, int(k)) for c in np.flatnonzero(m.coded(level)) for k in np.unique(ctx[..., c])}
+        for before, c in enumerate(np.flatnonzero(m.coded(level))):  # every context the rule allows
+            k = m.contexts
+            reachable = {0} if before == 0 else {min(k - 1, k * z // before) for z in range(before + 1)}
+            assert {j for cc, j in seen if cc == c} == reachable
+
+
+def test_contexts_save_bits_when_activity_is_shared():
+    """Latents whose spread varies by position (as real ones do): the export's context tables must
+    code them in fewer bits than one table per channel (the reason contexts exist)."""
+    from export.onnx import entropy_tables
+
+    rng = np.random.default_rng(0)
+    scale = rng.choice([0.2, 3.0], size=(3000, 2, 2, 1))
+    y = rng.standard_normal((3000, 2, 2, 16)) * scale
+    gains = np.ones((1, 16), np.float32)
+    plain = EntropyModel(gains, entropy_tables(y[:2000], gains, 1), (2, 2))
+    ctx = EntropyModel(gains, entropy_tables(y[:2000], gains, 8), (2, 2))
+    q = np.rint(y[2000:]).astype(np.int64)
+    q = np.clip(q, plain.support(0), plain._hi[0])
+    assert np.all(ctx.support(0) == plain.support(0))
+    assert ctx.bits(0, q).sum() < 0.9 * plain.bits(0, q).sum()
+    assert sum(len(ctx.encode(0, s)) for s in q[:50]) < sum(len(plain.encode(0, s)) for s in q[:50])
