@@ -406,8 +406,6 @@ class EntropyModel:
             raise CodecError(f"entropy model: {channels} channels (allowed 1..{MAX_CHANNELS})")
         if not (1 <= h <= MAX_GRID_SIDE and 1 <= w <= MAX_GRID_SIDE and h * w * channels <= MAX_SYMBOLS):
             raise CodecError(f"entropy model: latent grid {h}x{w}x{channels} beyond the caps")
-        if not np.all(np.isfinite(inv_gains)) or not np.all(inv_gains > 0):
-            raise CodecError("entropy model: inverse gains must be finite and positive")
         if len(tables) != levels or any(len(row) != channels for row in tables):
             raise CodecError(f"entropy model: tables must be {levels} x {channels}")
         rows = [[(t,) if isinstance(t, FrequencyTable) else tuple(t) for t in row] for row in tables]
@@ -430,6 +428,8 @@ class EntropyModel:
         self._setup(inv_gains, rows, (h, w), k, precisions.pop() if precisions else PRECISION, lo, hi)
 
     def _setup(self, inv_gains, rows, grid, k, precision, lo, hi) -> None:
+        if not np.all(np.isfinite(inv_gains)) or not np.all(inv_gains > 0):
+            raise CodecError("entropy model: inverse gains must be finite and positive")
         self.precision = precision
         self.inv_gains = inv_gains
         self.inv_gains.setflags(write=False)

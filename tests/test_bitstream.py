@@ -4,6 +4,7 @@ import hashlib
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -231,29 +232,74 @@ def test_vectors_decode_to_expected_values():
     desc = _description()
     model_id = bytes.fromhex(desc["model_id"])
     m = EntropyModel.from_bytes((VECTORS / desc["entropy_bin"]).read_bytes())
-    assert m.levels == desc["model"]["levels"] and list(m.grid) == desc["model"]["grid"]
+    assert m.levels == desc["model"]["levels"] and list(m.grid) == desc["model"]["grid"] and m.contexts == 1
     np.testing.assert_array_equal(m.inv_gains, np.array(desc["model"]["inv_gains"], np.float32))
     for row, expected in zip(m.tables, desc["model"]["tables"]):
         for t, e in zip(row, expected):
             assert t.lo == e["lo"] and (t.degenerate if e["freqs"] is None else list(t.freqs) == e["freqs"])
-    kinds = set()
+    ctx_desc = desc["context_model"]
+    ctx_bytes = (VECTORS / ctx_desc["entropy_bin"]).read_bytes()
+    cm = EntropyModel.from_bytes(ctx_bytes)
+    assert ctx_bytes[4] == 2 and cm.to_bytes() == ctx_bytes
+    assert (cm.levels, cm.channels, list(cm.grid), cm.precision, cm.contexts) == tuple(
+        ctx_desc[k] for k in ("levels", "channels", "grid", "precision", "contexts"))
+    np.testing.assert_array_equal(cm.inv_gains, np.array(ctx_desc["inv_gains"], np.float32))
+    for row, expected in zip(cm.context_tables, ctx_desc["tables"]):
+        for ctx, e in zip(row, expected):
+            assert len(ctx) == cm.contexts and all(t.lo == e["lo"] for t in ctx)
+            if e["freqs"] is None:
+                assert all(t.degenerate for t in ctx)
+            else:
+                assert [list(t.freqs) for t in ctx] == e["freqs"]
+    models = {desc["entropy_bin"]: m, ctx_desc["entropy_bin"]: cm}
+    kinds, used = set(), set()
     for f in desc["files"]:
         data = (VECTORS / f["file"]).read_bytes()
         kinds.add(f["kind"])
+        fm = models[f.get("entropy_bin", desc["entropy_bin"])]
         if f["kind"] == "latent":
-            header, level, symbols = bitstream.unpack_latent(data, model_id, m)
+            used.add(f["entropy_bin"])
+            header, level, symbols = bitstream.unpack_latent(data, model_id, fm)
             assert header.model_id_prefix == desc["model_id_prefix"]
             assert level == f["level"] and header.size == (tuple(f["size"]) if f["size"] else None)
             np.testing.assert_array_equal(symbols, np.array(f["symbols"]))
-            np.testing.assert_array_equal(m.dequantize(level, symbols), np.array(f["latent"], np.float32))
+            np.testing.assert_array_equal(fm.dequantize(level, symbols), np.array(f["latent"], np.float32))
+            if "contexts" in f:
+                np.testing.assert_array_equal(fm.contexts_of(level, symbols), np.array(f["contexts"]))
         elif f["kind"] == "webp":
             header, rgb = bitstream.unpack_webp(data)
             np.testing.assert_array_equal(rgb, np.array(f["rgb"], np.uint8))
         else:
             with pytest.raises(CodecError, match=f["error"]):
                 header = bitstream.read_header(data)
-                bitstream.unpack_latent(data, model_id, m)
-    assert kinds == {"latent", "webp", "invalid"}
+                bitstream.unpack_latent(data, model_id, fm)
+    assert kinds == {"latent", "webp", "invalid"} and used == set(models)
+    assert desc["bad_entropy_bins"]
+    for b in desc["bad_entropy_bins"]:
+        with pytest.raises(CodecError, match=re.escape(b["error"])):
+            EntropyModel.from_bytes((VECTORS / b["file"]).read_bytes())
+
+
+def test_context_vectors_cover_every_context_of_every_channel():
+    """The latent_ctx_extremes_* files put both ends of every coded channel's support under every
+    context that channel can have (given how many coded channels come before it), at every level."""
+    desc = _description()
+    cm = EntropyModel.from_bytes((VECTORS / desc["context_model"]["entropy_bin"]).read_bytes())
+    k = cm.contexts
+    for level in range(cm.levels):
+        seen = set()
+        for f in desc["files"]:
+            if f["file"].startswith(f"latent_ctx_extremes_l{level}_"):
+                s, ctx = np.array(f["symbols"]), np.array(f["contexts"])
+                seen |= {(c, int(x), int(v)) for c in range(cm.channels) for x, v in zip(ctx[..., c].ravel(), s[..., c].ravel())}
+        m = 0
+        for c, t in enumerate(cm.tables[level]):
+            if t.degenerate:
+                continue
+            for x in {0} if m == 0 else {min(k - 1, k * z // m) for z in range(m + 1)}:
+                assert (c, x, t.lo) in seen and (c, x, t.hi) in seen, (level, c, x)
+            m += 1
+        assert m < cm.channels  # every level has a degenerate channel
 
 
 def test_vectors_are_what_the_generator_writes():
@@ -276,28 +322,56 @@ def _spec_crc8(data, crc=0):
 
 
 def _spec_entropy_bin(data):
+    """docs/bitstream.md section 6, versions 1 and 2: (gains, tables, K, (H, W)) with
+    tables[level][c] = (lo, None for a degenerate table or the K frequency rows, p); an
+    AssertionError for anything a reader must refuse."""
     import struct
 
-    assert data[:4] == b"GCEM" and data[4] == 1
-    p, levels, channels, h, w = data[5], *struct.unpack_from("<HHHH", data, 6)
-    pos = 14 + 4 * levels * channels
-    gains = np.frombuffer(data, "<f4", levels * channels, 14).reshape(levels, channels)
-    tables = []
-    for _ in range(levels):
-        row = []
-        for _ in range(channels):
-            lo, n = struct.unpack_from("<hH", data, pos)
-            pos += 4
-            freqs = list(struct.unpack_from(f"<{n}H", data, pos)) if n > 1 else None
-            pos += 2 * n if n > 1 else 0
-            row.append((lo, freqs, p))
-        tables.append(row)
+    assert len(data) >= 14 and data[:4] == b"GCEM" and data[4] in (1, 2)
+    version, p, levels, channels, h, w = data[4], data[5], *struct.unpack_from("<HHHH", data, 6)
+    assert 1 <= p <= 16 and 1 <= levels <= 256 and 1 <= channels <= 4096
+    assert 1 <= h <= 1024 and 1 <= w <= 1024 and h * w * channels <= 1 << 20
+    pos, k = 14, 1
+    if version == 2:
+        assert len(data) >= 15
+        k, pos = data[14], 15
+        assert 2 <= k <= 64
+    assert len(data) >= pos + 4 * levels * channels
+    gains = np.frombuffer(data, "<f4", levels * channels, pos).reshape(levels, channels)
+    assert np.all(np.isfinite(gains)) and np.all(gains > 0)
+    pos += 4 * levels * channels
+
+    def row(n):  # n frequencies: each >= 1, sum 2^p
+        nonlocal pos
+        assert len(data) >= pos + 2 * n
+        freqs = list(struct.unpack_from(f"<{n}H", data, pos))
+        pos += 2 * n
+        assert min(freqs) >= 1 and sum(freqs) == 1 << p
+        return freqs
+
+    if version == 1:
+        tables = []
+        for _ in range(levels):
+            tables.append([])
+            for _ in range(channels):
+                assert len(data) >= pos + 4
+                lo, n = struct.unpack_from("<hH", data, pos)
+                pos += 4
+                assert 1 <= n <= 1 << p
+                tables[-1].append((lo, [row(n)] if n > 1 else None, p))
+    else:
+        assert len(data) >= pos + 4 * levels * channels
+        supports = [struct.unpack_from("<hH", data, pos + 4 * i) for i in range(levels * channels)]
+        pos += 4 * levels * channels
+        assert all(1 <= n <= 1 << p for _, n in supports)
+        tables = [[(lo, [row(n) for _ in range(k)] if n > 1 else None, p)
+                   for lo, n in supports[level * channels : (level + 1) * channels]] for level in range(levels)]
     assert pos == len(data)
-    return gains, tables, (h, w)
+    return gains, tables, k, (h, w)
 
 
 def _spec_decode_latent(data, model_id, entropy_bin):
-    gains, tables, (h, w) = _spec_entropy_bin(entropy_bin)
+    gains, tables, k, (h, w) = _spec_entropy_bin(entropy_bin)
     assert data[0] >> 6 == 0b10 and not data[0] & 0x20
     assert ((data[0] & 0x0F) << 8 | data[1]) == (model_id[0] << 4 | model_id[1] >> 4)
     assert _spec_crc8(data[:-1], _spec_crc8(model_id)) == data[-1]
@@ -311,7 +385,7 @@ def _spec_decode_latent(data, model_id, entropy_bin):
         r = state["range"] >> p
         v = state["code"] // r
         assert v < 1 << p
-        i = max(k for k in range(len(freqs)) if cum[k] <= v)
+        i = max(j for j in range(len(freqs)) if cum[j] <= v)
         state["code"] -= r * cum[i]
         state["range"] = r * freqs[i]
         while state["range"] < 1 << 24:
@@ -326,9 +400,17 @@ def _spec_decode_latent(data, model_id, entropy_bin):
     n = 1 << 16
     level = decode(0, [n // levels + (1 if i < n % levels else 0) for i in range(levels)] if levels > 1 else None, 16)
     symbols = np.zeros((h, w, len(tables[level])), np.int64)
-    for c, table in enumerate(tables[level]):
-        for k in range(h * w):
-            symbols[k // w, k % w, c] = decode(*table)
+    z, m = [0] * (h * w), 0  # section 4, "Context": one counter z per position, one m
+    for c, (lo, rows, p) in enumerate(tables[level]):
+        for pos in range(h * w):
+            if rows is None:  # degenerate: its lo, not coded, not counted
+                symbols[pos // w, pos % w, c] = lo
+                continue
+            kappa = 0 if m == 0 else min(k - 1, k * z[pos] // m)
+            symbols[pos // w, pos % w, c] = decode(lo, rows[kappa], p)
+        if rows is not None:
+            z = [zp + (symbols[pos // w, pos % w, c] != 0) for pos, zp in enumerate(z)]
+            m += 1
     assert len(payload) <= state["shifts"] + 1 and (not payload or payload[-1] != 0)
     return level, symbols, symbols.astype(np.float32) * gains[level]
 
@@ -336,10 +418,24 @@ def _spec_decode_latent(data, model_id, entropy_bin):
 def test_spec_decoder_agrees_on_the_vectors():
     desc = _description()
     model_id = bytes.fromhex(desc["model_id"])
-    entropy_bin = (VECTORS / "entropy.bin").read_bytes()
+    decoded = set()
     for f in desc["files"]:
         if f["kind"] == "latent":
+            entropy_bin = (VECTORS / f.get("entropy_bin", desc["entropy_bin"])).read_bytes()
             level, symbols, latent = _spec_decode_latent((VECTORS / f["file"]).read_bytes(), model_id, entropy_bin)
             assert level == f["level"]
             np.testing.assert_array_equal(symbols, np.array(f["symbols"]))
             np.testing.assert_array_equal(latent, np.array(f["latent"], np.float32))
+            decoded.add(entropy_bin[4])
+        elif f["kind"] == "invalid" and f.get("entropy_bin") == desc["context_model"]["entropy_bin"]:
+            with pytest.raises(AssertionError):
+                _spec_decode_latent((VECTORS / f["file"]).read_bytes(), model_id,
+                                    (VECTORS / f["entropy_bin"]).read_bytes())
+    assert decoded == {1, 2}  # both entropy.bin versions
+    ctx = desc["context_model"]
+    _, tables, k, grid = _spec_entropy_bin((VECTORS / ctx["entropy_bin"]).read_bytes())
+    assert (k, list(grid)) == (ctx["contexts"], ctx["grid"])
+    assert [[{"lo": lo, "freqs": rows} for lo, rows, _ in row] for row in tables] == ctx["tables"]
+    for b in desc["bad_entropy_bins"]:  # what section 6 says a reader refuses
+        with pytest.raises(AssertionError):
+            _spec_entropy_bin((VECTORS / b["file"]).read_bytes())

@@ -54,9 +54,10 @@ def js(vectors) -> dict:
     return run_node()
 
 
-def python_decode(data: bytes, vectors: dict) -> dict:
-    """What the Python reference makes of a file, in the node script's terms."""
-    model = EntropyModel.from_bytes((VECTORS / vectors["entropy_bin"]).read_bytes())
+def python_decode(data: bytes, vectors: dict, entropy_bin: str | None = None) -> dict:
+    """What the Python reference makes of a file, in the node script's terms (decoded with the
+    vectors' entropy.bin named ``entropy_bin``, by default the top-level one)."""
+    model = EntropyModel.from_bytes((VECTORS / (entropy_bin or vectors["entropy_bin"])).read_bytes())
     try:
         header = bitstream.read_header(data)
         if header.kind == "webp":
@@ -68,6 +69,15 @@ def python_decode(data: bytes, vectors: dict) -> dict:
         return {"error": str(exc)}
 
 
+def python_parse_entropy(data: bytes) -> dict:
+    """What the Python reference makes of an entropy.bin, in the node script's terms."""
+    try:
+        m = EntropyModel.from_bytes(data)
+    except CodecError as exc:
+        return {"error": str(exc)}
+    return {"levels": m.levels, "channels": m.channels, "grid": list(m.grid), "contexts": m.contexts}
+
+
 # -- the JS entropy decoder and file reader under node ----------------------------------------------
 
 def test_js_parses_entropy_bin_like_python(js, vectors):
@@ -76,7 +86,24 @@ def test_js_parses_entropy_bin_like_python(js, vectors):
     expected = vectors["model"]
     for key in ("levels", "channels", "grid", "precision", "tables"):
         assert model[key] == expected[key], key
+    assert model["contexts"] == 1 and js["models"][vectors["entropy_bin"]] == model
     np.testing.assert_array_equal(np.float32(model["inv_gains"]), np.float32(expected["inv_gains"]))
+
+
+def test_js_parses_context_entropy_bin_like_python(js, vectors):
+    """entropy.bin version 2: K context tables per (level, channel), sharing one support."""
+    expected = vectors["context_model"]
+    model = js["models"][expected["entropy_bin"]]
+    assert (VECTORS / expected["entropy_bin"]).read_bytes()[4] == 2 and expected["contexts"] > 1
+    for key in ("levels", "channels", "grid", "precision", "contexts"):
+        assert model[key] == expected[key], key
+    assert model["context_tables"] == expected["tables"]
+    assert model["tables"] == [[{"lo": t["lo"], "freqs": t["freqs"] and t["freqs"][0]} for t in row]
+                               for row in expected["tables"]]
+    np.testing.assert_array_equal(np.float32(model["inv_gains"]), np.float32(expected["inv_gains"]))
+    python = EntropyModel.from_bytes((VECTORS / expected["entropy_bin"]).read_bytes())
+    assert [[{"lo": ctx[0].lo, "freqs": None if ctx[0].degenerate else [list(t.freqs) for t in ctx]}
+             for ctx in row] for row in python.context_tables] == model["context_tables"]
 
 
 def test_js_range_decoder_decodes_every_coder_stream(js, vectors):
@@ -95,7 +122,8 @@ def test_js_decodes_every_vector_file(js, vectors):
             assert "error" in got, (name, got)
             assert want["error"] in got["error"], (name, got["error"])
             # worded exactly like the Python decoder's CodecError
-            assert got["error"] == python_decode((VECTORS / name).read_bytes(), vectors)["error"], name
+            data = (VECTORS / name).read_bytes()
+            assert got["error"] == python_decode(data, vectors, want.get("entropy_bin"))["error"], name
             continue
         assert "error" not in got, (name, got)
         assert got["kind"] == want["kind"], name
@@ -103,6 +131,8 @@ def test_js_decodes_every_vector_file(js, vectors):
         if want["kind"] == "latent":
             assert got["level"] == want["level"], name
             assert got["symbols"] == np.ravel(want["symbols"]).tolist(), name
+            if "contexts" in want:
+                assert got["contexts"] == np.ravel(want["contexts"]).tolist(), name
             np.testing.assert_array_equal(np.float32(got["latent"]), np.ravel(np.float32(want["latent"])))
         else:
             data = (VECTORS / name).read_bytes()
@@ -110,17 +140,22 @@ def test_js_decodes_every_vector_file(js, vectors):
             assert bytes.fromhex(got["webp"]) == bitstream.webp_file(data[header.length:-1]), name
             assert [got["height"], got["width"]] == list(np.shape(want["rgb"])[:2]), name
     assert bitstream.model_id_prefix(model_id) == vectors["model_id_prefix"]
+    assert {f.get("entropy_bin") for f in vectors["files"] if f["kind"] == "latent"} == {
+        vectors["entropy_bin"], vectors["context_model"]["entropy_bin"]}  # both models are exercised
 
 
 def test_js_agrees_with_python_on_mutated_files(vectors, tmp_path):
     """Random damage to the valid files (most with the CRC fixed up, so the range decoder sees
-    hostile payloads): node and Python decode the same symbols or refuse with the same message."""
+    hostile payloads): node and Python decode the same symbols or refuse with the same message.
+    Files of both vector models (K = 1 and the context model)."""
     rng = np.random.default_rng(13)
     model_id = bytes.fromhex(vectors["model_id"])
-    sources = [(VECTORS / f["file"]).read_bytes() for f in vectors["files"] if f["kind"] == "latent"]
-    paths, expected = [], []
-    for i in range(300):
-        data = bytearray(sources[i % len(sources)])
+    sources = [((VECTORS / f["file"]).read_bytes(), f["entropy_bin"]) for f in vectors["files"]
+               if f["kind"] == "latent"]
+    expected, by_model = [], {}
+    for i in range(600):
+        source, entropy_bin = sources[i % len(sources)]
+        data = bytearray(source)
         for _ in range(rng.integers(1, 4)):
             op = rng.integers(0, 3)
             if op == 0 and len(data) > 0:
@@ -135,10 +170,13 @@ def test_js_agrees_with_python_on_mutated_files(vectors, tmp_path):
             data[-1] = bitstream.crc8(bytes(data[:-1]), seed)
         path = tmp_path / f"m{i}.bin"
         path.write_bytes(bytes(data))
-        paths.append(path)
-        expected.append(python_decode(bytes(data), vectors))
-    got = run_node("--files", *paths)["extra"]
-    for path, g, want in zip(paths, got, expected):
+        by_model.setdefault(entropy_bin, []).append(path)
+        expected.append((path, python_decode(bytes(data), vectors, entropy_bin)))
+    args = [a for name, files in by_model.items() for a in ("--model", name, "--files", *files)]
+    got = {g["file"]: g for g in run_node(*args)["extra"]}
+    assert len(got) == len(expected)
+    for path, want in expected:
+        g = got[str(path)]
         if "error" in want:
             assert g.get("error") == want["error"], (path.name, g, want)
         elif want["kind"] == "latent":
@@ -153,7 +191,8 @@ def test_js_refuses_bad_entropy_bin_like_python(tmp_path):
     cases = {
         "truncated_header": good[:10],
         "magic": b"XXXX" + good[4:],
-        "version": good[:4] + b"\x02" + good[5:],
+        "version": good[:4] + b"\x02" + good[5:],  # a version-1 body read as version 2
+        "version_3": good[:4] + b"\x03" + good[5:],
         "precision": good[:5] + b"\x11" + good[6:],
         "levels": good[:6] + b"\x00\x00" + good[8:],
         "gains": good[:20],
@@ -163,15 +202,57 @@ def test_js_refuses_bad_entropy_bin_like_python(tmp_path):
         "truncated_table": good[:-3],
         "trailing": good + b"\x00",
     }
+    ctx = (VECTORS / "entropy_ctx.bin").read_bytes()  # version 2: L = 3, C = 6, K = 4, precision 14
+    supports = 15 + 4 * 3 * 6
+    freqs = supports + 4 * 3 * 6
+    assert struct.unpack_from("<H", ctx, freqs - 2)[0] == 1  # (2, 5), the last table, is degenerate
+    # every table degenerate (n = 1): no frequencies at all, a valid file that both must accept
+    only_degenerate = ctx[:supports] + b"".join(
+        struct.pack("<hH", struct.unpack_from("<h", ctx, supports + 4 * i)[0], 1) for i in range(3 * 6))
+    cases.update({
+        "v2_no_context_count": ctx[:14],
+        "v2_k0": ctx[:14] + b"\x00" + ctx[15:],
+        "v2_k65": ctx[:14] + b"\x41" + ctx[15:],
+        "v2_k_other": ctx[:14] + b"\x03" + ctx[15:],  # K = 3: the frequency rows no longer add up
+        "v2_precision_0": ctx[:5] + b"\x00" + ctx[6:],
+        "v2_gains": ctx[:40],
+        "v2_supports": ctx[: supports + 7],
+        "v2_n0": ctx[: supports + 6] + b"\x00\x00" + ctx[supports + 8 :],
+        "v2_n_too_big": ctx[: supports + 6] + struct.pack("<H", (1 << 14) + 1) + ctx[supports + 8 :],
+        "v2_degenerate_becomes_coded": ctx[: freqs - 2] + b"\x02\x00" + ctx[freqs:],
+        "v2_freqs_truncated": ctx[:-1],
+        "v2_freqs_truncated_row": ctx[:-2],
+        "v2_sum_last_context": ctx[:-2] + struct.pack("<H", struct.unpack_from("<H", ctx, len(ctx) - 2)[0] + 1),
+        "v2_trailing": ctx + b"\x00\x00",
+        "v2_only_degenerate_tables": only_degenerate,
+    })
     paths = []
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
         paths.append(tmp_path / name)
-    got = run_node("--entropy", *paths)["entropy"]
-    for path, g in zip(paths, got):
-        with pytest.raises(CodecError) as info:
-            EntropyModel.from_bytes(path.read_bytes())
-        assert g.get("error") == str(info.value), path.name
+    out = run_node("--entropy", *paths)
+    for path, g in zip(paths, out["entropy"]):
+        want = python_parse_entropy(path.read_bytes())
+        assert path.name == "v2_only_degenerate_tables" or "error" in want, path.name
+        assert {k: v for k, v in g.items() if k != "file"} == want, path.name
+    # the committed bad version-2 files (tests/vectors/bad_entropy_ctx_*.bin)
+    bad = json.loads((VECTORS / "vectors.json").read_text())["bad_entropy_bins"]
+    assert [g["file"] for g in out["bad_entropy_bins"]] == [b["file"] for b in bad] and bad
+    for g, b in zip(out["bad_entropy_bins"], bad):
+        want = python_parse_entropy((VECTORS / b["file"]).read_bytes())
+        assert b["error"] in want["error"] and g.get("error") == want["error"], b["file"]
+
+
+def test_js_and_python_refuse_bad_gains_in_version_2(tmp_path):
+    ctx = (VECTORS / "entropy_ctx.bin").read_bytes()
+    cases = {"negative": struct.pack("<f", -1.0), "nan": struct.pack("<f", float("nan")), "zero": bytes(4)}
+    paths = []
+    for name, gain in cases.items():
+        (tmp_path / name).write_bytes(ctx[:15] + gain + ctx[19:])
+        paths.append(tmp_path / name)
+    for path, g in zip(paths, run_node("--entropy", *paths)["entropy"]):
+        assert g.get("error") == "entropy model: inverse gains must be finite and positive", path.name
+        assert python_parse_entropy(path.read_bytes()) == {"error": g["error"]}, path.name
 
 
 # -- export.web -----------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 // Run the browser decoder's pure part (demo/web/decoder.js) over tests/vectors/ under node and
 // print what it decoded as JSON; tests/test_web.py compares that with vectors.json.
 //
-//     node tests/web_vectors.mjs tests/vectors [--files F...] [--entropy E...]
+//     node tests/web_vectors.mjs tests/vectors [--model NAME] [--files F...] [--entropy E...]
 //
-// --files: more latent.bin files to decode with the vectors' model (e.g. mutated ones);
-// --entropy: more entropy.bin files to parse. Their results are in "extra" / "entropy".
+// --files: more latent.bin files to decode (e.g. mutated ones), with the vectors' default model
+// or the entropy.bin NAME (in the vectors directory) of the last --model before them;
+// --entropy: more entropy.bin files to parse. Their results are in "extra" / "entropy"; the
+// vectors' own entropy.bin files are in "models", their bad ones in "bad_entropy_bins".
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -13,13 +15,19 @@ import {
 } from '../demo/web/decoder.js';
 
 const dir = process.argv[2];
+const vectors = JSON.parse(readFileSync(join(dir, 'vectors.json'), 'utf8'));
 const lists = { '--files': [], '--entropy': [] };
 let current = null;
+let modelName = vectors.entropy_bin;
+let expectModel = false;
 for (const arg of process.argv.slice(3)) {
-  if (arg in lists) current = lists[arg];
-  else current.push(arg);
+  if (expectModel) {
+    modelName = arg;
+    expectModel = false;
+  } else if (arg === '--model') expectModel = true;
+  else if (arg in lists) current = lists[arg];
+  else current.push({ path: arg, model: modelName });
 }
-const vectors = JSON.parse(readFileSync(join(dir, 'vectors.json'), 'utf8'));
 const read = (name) => new Uint8Array(readFileSync(join(dir, name)));
 const readPath = (path) => new Uint8Array(readFileSync(path));
 const toHex = (bytes) => Buffer.from(bytes).toString('hex');
@@ -33,18 +41,36 @@ function attempt(fn) {
   }
 }
 
-const model = EntropyModel.fromBytes(read(vectors.entropy_bin));
+const models = new Map(); // entropy.bin name in the vectors directory -> EntropyModel
+const modelFor = (name) => {
+  if (!models.has(name)) models.set(name, EntropyModel.fromBytes(read(name)));
+  return models.get(name);
+};
+const fileModel = (f) => f.entropy_bin || vectors.entropy_bin;
+
+function describe(m) {
+  return {
+    levels: m.levels,
+    channels: m.channels,
+    grid: m.grid,
+    precision: m.precision,
+    contexts: m.contexts,
+    inv_gains: Array.from({ length: m.levels }, (_, l) => Array.from(m.invGains.subarray(l * m.channels, (l + 1) * m.channels))),
+    tables: m.tables.map((row) => row.map((t) => ({ lo: t.lo, freqs: t.degenerate ? null : t.freqs }))),
+    context_tables: m.contextTables.map((row) => row.map((ctx) => ({
+      lo: ctx[0].lo, freqs: ctx[0].degenerate ? null : ctx.map((t) => t.freqs),
+    }))),
+  };
+}
+
 const modelId = hexToBytes(vectors.model_id);
+const names = new Set([vectors.entropy_bin, ...vectors.files.map(fileModel)]);
+if (vectors.context_model) names.add(vectors.context_model.entropy_bin);
+for (const { model } of lists['--files']) names.add(model);
 const out = {
   crc_check: crc8(new TextEncoder().encode('123456789')),
-  model: {
-    levels: model.levels,
-    channels: model.channels,
-    grid: model.grid,
-    precision: model.precision,
-    inv_gains: Array.from({ length: model.levels }, (_, l) => Array.from(model.invGains.subarray(l * model.channels, (l + 1) * model.channels))),
-    tables: model.tables.map((row) => row.map((t) => ({ lo: t.lo, freqs: t.degenerate ? null : t.freqs }))),
-  },
+  model: describe(modelFor(vectors.entropy_bin)),
+  models: Object.fromEntries([...names].map((name) => [name, describe(modelFor(name))])),
   coder: vectors.coder.map((c) => ({
     name: c.name,
     ...attempt(() => {
@@ -54,18 +80,23 @@ const out = {
       return { symbols };
     }),
   })),
-  files: vectors.files.map((f) => ({ file: f.file, ...decodeFile(read(f.file)) })),
-  extra: lists['--files'].map((path) => ({ file: path, ...decodeFile(readPath(path)) })),
-  entropy: lists['--entropy'].map((path) => ({
-    file: path,
-    ...attempt(() => {
-      const m = EntropyModel.fromBytes(readPath(path));
-      return { levels: m.levels, channels: m.channels, grid: m.grid };
-    }),
-  })),
+  files: vectors.files.map((f) => ({ file: f.file, ...decodeFile(read(f.file), modelFor(fileModel(f))) })),
+  extra: lists['--files'].map(({ path, model }) => ({ file: path, ...decodeFile(readPath(path), modelFor(model)) })),
+  bad_entropy_bins: (vectors.bad_entropy_bins || []).map((b) => parseEntropy(join(dir, b.file), b.file)),
+  entropy: lists['--entropy'].map(({ path }) => parseEntropy(path, path)),
 };
 
-function decodeFile(data) {
+function parseEntropy(path, name) {
+  return {
+    file: name,
+    ...attempt(() => {
+      const m = EntropyModel.fromBytes(readPath(path));
+      return { levels: m.levels, channels: m.channels, grid: m.grid, contexts: m.contexts };
+    }),
+  };
+}
+
+function decodeFile(data, model) {
   return attempt(() => {
     const header = readHeader(data);
     if (header.kind === 'webp') {
@@ -75,7 +106,8 @@ function decodeFile(data) {
     const { level, symbols } = unpackLatent(data, modelId, model);
     return {
       kind: 'latent', size: header.size, level,
-      symbols: Array.from(symbols), latent: Array.from(model.dequantize(level, symbols)),
+      symbols: Array.from(symbols), contexts: Array.from(model.contextsOf(level, symbols)),
+      latent: Array.from(model.dequantize(level, symbols)),
     };
   });
 }

@@ -1,13 +1,13 @@
 // gancodec in the browser: decode a latent.bin (format 2) with no server.
 //
 // A second implementation of the decoder, written from docs/bitstream.md: the entropy decoder
-// below mirrors runtime/entropy.py (FrequencyTable, RangeDecoder, EntropyModel) and the file
-// reader mirrors runtime/bitstream.py (read_header, unpack_latent, unpack_webp), name for name,
-// with the same checks in the same order and the same error messages. Everything between the
-// bytes of a file and the decoded symbols is integer arithmetic on Numbers (every value < 2^33,
-// so exact); the symbols are then dequantized in float32 (Math.fround), run through the bundle's
-// generator.onnx with onnxruntime-web (WASM, CPU) and converted to uint8 exactly as
-// runtime.images.from_unit_range does.
+// below mirrors runtime/entropy.py (FrequencyTable, RangeDecoder, contexts, EntropyModel with
+// entropy.bin versions 1 and 2) and the file reader mirrors runtime/bitstream.py (read_header,
+// unpack_latent, unpack_webp), name for name, with the same checks in the same order and the
+// same error messages. Everything between the bytes of a file and the decoded symbols is integer
+// arithmetic on Numbers (every value < 2^33, so exact); the symbols are then dequantized in
+// float32 (Math.fround), run through the bundle's generator.onnx with onnxruntime-web (WASM, CPU)
+// and converted to uint8 exactly as runtime.images.from_unit_range does.
 //
 // The top part (down to "the page") needs no DOM and no onnxruntime: tests/web_vectors.mjs runs
 // it under node against tests/vectors/. startPage() is the page itself (index.html calls it).
@@ -27,13 +27,15 @@ export const TOP = 2 ** 24; // normalisation threshold: range is kept >= 2**24 b
 export const CARRY = 2 ** 32;
 
 export const ENTROPY_MAGIC = 'GCEM';
-export const ENTROPY_VERSION = 1;
+export const ENTROPY_VERSION = 2; // version 2 has K >= 2 contexts; version 1 (K = 1) is still read
+export const MAX_CONTEXTS = 64;
 export const MAX_LEVELS = 256;
 export const MAX_CHANNELS = 4096;
 export const MAX_GRID_SIDE = 1024;
 export const MAX_SYMBOLS = 2 ** 20; // H * W * C
 export const MAX_ENTROPY_BYTES = 64 * 2 ** 20;
 const ENTROPY_HEADER_BYTES = 14; // magic, version, precision, L, C, H, W
+const CONTEXTS_FIELD_BYTES = 1; // version 2 only, after the header: K contexts
 
 /** Integer frequencies of the symbols lo .. lo + n - 1, summing to 2**precision (n = 1: degenerate). */
 export class FrequencyTable {
@@ -164,11 +166,41 @@ export class RangeDecoder {
   }
 }
 
-/** Inverse gains and frequency tables of one bundle, per rate level and latent channel. */
+// --- contexts ---
+
+/**
+ * The context of every symbol of one (H, W, C) latent (symbols: H*W*C, channel fastest), integer
+ * arithmetic only. coded[c]: channel c's tables are not degenerate at this level. For channel c
+ * at position (h, w), with m = the number of coded channels before c and z = how many of them
+ * hold a nonzero symbol at (h, w): context = 0 if m == 0, else min(k - 1, (k * z) // m).
+ */
+export function contexts(symbols, coded, k) {
+  const c = coded.length;
+  const out = new Int32Array(symbols.length);
+  if (k <= 1) return out;
+  for (let p = 0; p < symbols.length; p += c) {
+    let z = 0;
+    let m = 0;
+    for (let ch = 0; ch < c; ch++) {
+      out[p + ch] = m > 0 ? Math.min(k - 1, Math.floor((k * z) / m)) : 0;
+      if (coded[ch]) {
+        m += 1;
+        if (symbols[p + ch] !== 0) z += 1;
+      }
+    }
+  }
+  return out;
+}
+
+// --- the per-bundle model ---
+
+/** Inverse gains and frequency tables of one bundle, per rate level, latent channel and context. */
 export class EntropyModel {
   /**
-   * invGains: Float32Array of levels * channels values (level-major); tables[level][c]:
-   * FrequencyTable; grid: [H, W]. The latent is an (H, W, C) array of integer symbols.
+   * invGains: Float32Array of levels * channels values (level-major); tables[level][c]: a
+   * FrequencyTable (K = 1) or an array of K FrequencyTables sharing one support, one per context;
+   * grid: [H, W]. The latent is an (H, W, C) array of integer symbols. contextTables[level][c]
+   * holds the K tables of channel c at level, tables[level][c] the first of them.
    */
   constructor(invGains, levels, channels, tables, grid = [1, 1]) {
     const [h, w] = grid;
@@ -187,17 +219,43 @@ export class EntropyModel {
     if (tables.length !== levels || tables.some((row) => row.length !== channels)) {
       throw new CodecError(`entropy model: tables must be ${levels} x ${channels}`);
     }
+    const rows = tables.map((row) => row.map((t) => (t instanceof FrequencyTable ? [t] : Array.from(t))));
+    const k = rows[0][0].length;
+    if (!(k >= 1 && k <= MAX_CONTEXTS)) {
+      throw new CodecError(`entropy model: ${k} contexts (allowed 1..${MAX_CONTEXTS})`);
+    }
+    for (const row of rows) {
+      for (const ctx of row) {
+        if (ctx.length !== k || !ctx.every((t) => t instanceof FrequencyTable)) {
+          throw new CodecError(`entropy model: every channel needs ${k} FrequencyTable objects`);
+        }
+        if (ctx.some((t) => t.lo !== ctx[0].lo || t.n !== ctx[0].n)) {
+          throw new CodecError('entropy model: the context tables of a channel must share one support');
+        }
+        if (!(ctx[0].lo >= -32768 && ctx[0].lo <= 32767 && ctx[0].n <= 65535)) {
+          throw new CodecError('entropy model: table support does not fit entropy.bin');
+        }
+      }
+    }
     const precisions = new Set();
-    for (const row of tables) for (const t of row) if (!t.degenerate) precisions.add(t.precision);
+    for (const row of rows) for (const ctx of row) for (const t of ctx) if (!t.degenerate) precisions.add(t.precision);
     if (precisions.size > 1) throw new CodecError('entropy model: all tables must share one precision');
     this.precision = precisions.size ? [...precisions][0] : PRECISION;
     this.invGains = Float32Array.from(invGains);
-    this.tables = tables;
+    this.contextTables = rows;
+    this.tables = rows.map((row) => row.map((ctx) => ctx[0]));
+    this.contexts = k;
     this.grid = [h, w];
     this.levels = levels;
     this.channels = channels;
     this.levelTable = FrequencyTable.uniform(levels);
   }
+
+  /** Booleans: the channels coded at level (the rest have a degenerate table). */
+  coded(level) { return this.tables[level].map((t) => !t.degenerate); }
+
+  /** The context of every symbol (H*W*C, channel fastest) at level (contexts()). */
+  contextsOf(level, symbols) { return contexts(symbols, this.coded(level), this.contexts); }
 
   /** Shape [H, W, C] of one latent's symbols. */
   get shape() { return [this.grid[0], this.grid[1], this.channels]; }
@@ -216,8 +274,8 @@ export class EntropyModel {
     const h = view.getUint16(10, true);
     const w = view.getUint16(12, true);
     if (magic !== ENTROPY_MAGIC) throw new CodecError('not a gancodec entropy.bin (wrong magic)');
-    if (version !== ENTROPY_VERSION) {
-      throw new CodecError(`entropy.bin version ${version} is not supported (this reads ${ENTROPY_VERSION})`);
+    if (version !== 1 && version !== ENTROPY_VERSION) {
+      throw new CodecError(`entropy.bin version ${version} is not supported (this reads 1..${ENTROPY_VERSION})`);
     }
     if (!(precision >= 1 && precision <= MAX_PRECISION)) {
       throw new CodecError(`entropy.bin: precision ${precision} outside 1..${MAX_PRECISION}`);
@@ -227,41 +285,26 @@ export class EntropyModel {
       throw new CodecError(`entropy.bin: dimensions ${levels} levels x ${h}x${w}x${channels} beyond the caps`);
     }
     let pos = ENTROPY_HEADER_BYTES;
+    let k = 1;
+    if (version >= 2) {
+      if (data.length < pos + CONTEXTS_FIELD_BYTES) throw new CodecError('entropy.bin truncated before its context count');
+      k = data[pos];
+      pos += CONTEXTS_FIELD_BYTES;
+      if (!(k >= 2 && k <= MAX_CONTEXTS)) {
+        throw new CodecError(`entropy.bin: ${k} contexts (version 2 allows 2..${MAX_CONTEXTS})`);
+      }
+    }
     const gainsEnd = pos + 4 * levels * channels;
     if (data.length < gainsEnd) throw new CodecError('entropy.bin truncated inside the inverse gains');
     const invGains = new Float32Array(levels * channels);
-    for (let k = 0; k < levels * channels; k++) invGains[k] = view.getFloat32(pos + 4 * k, true);
-    pos = gainsEnd;
-    const total = 2 ** precision;
-    const tables = [];
-    for (let level = 0; level < levels; level++) {
-      const row = [];
-      for (let c = 0; c < channels; c++) {
-        if (data.length < pos + 4) throw new CodecError(`entropy.bin truncated at table (${level}, ${c})`);
-        const lo = view.getInt16(pos, true);
-        const n = view.getUint16(pos + 2, true);
-        pos += 4;
-        if (n === 0 || n > total) {
-          throw new CodecError(`entropy.bin: table (${level}, ${c}) has ${n} symbols `
-                               + `(allowed 1..${total} at precision ${precision})`);
-        }
-        if (n === 1) {
-          row.push(new FrequencyTable(lo, [1])); // degenerate: its precision is irrelevant
-          continue;
-        }
-        if (data.length < pos + 2 * n) throw new CodecError(`entropy.bin truncated in table (${level}, ${c})`);
-        const freqs = [];
-        for (let i = 0; i < n; i++) freqs.push(view.getUint16(pos + 2 * i, true));
-        pos += 2 * n;
-        if (Math.min(...freqs) < 1 || freqs.reduce((a, b) => a + b, 0) !== total) {
-          throw new CodecError(`entropy.bin: table (${level}, ${c}) frequencies must be >= 1 and sum to 2**${precision}`);
-        }
-        row.push(new FrequencyTable(lo, freqs, precision));
-      }
-      tables.push(row);
+    for (let i = 0; i < levels * channels; i++) invGains[i] = view.getFloat32(pos + 4 * i, true);
+    if (version === 1) {
+      return new EntropyModel(invGains, levels, channels, readTablesV1(data, view, gainsEnd, levels, channels, precision), [h, w]);
     }
-    if (pos !== data.length) throw new CodecError(`entropy.bin has ${data.length - pos} unexpected trailing byte(s)`);
-    return new EntropyModel(invGains, levels, channels, tables, [h, w]);
+    const model = new EntropyModel(invGains, levels, channels,
+                                   readTablesPacked(data, view, gainsEnd, levels, channels, k, precision), [h, w]);
+    model.precision = precision; // as Python's _from_packed: the file's, even if every table is degenerate
+    return model;
   }
 
   /** Symbols (H*W*C, channel fastest) -> float32 latent symbol * invGains[level, c] (float32 product). */
@@ -283,17 +326,143 @@ export class EntropyModel {
     }
     const [h, w] = this.grid;
     const c = this.channels;
-    const symbols = new Int32Array(h * w * c);
-    if (h * w === 1) {
-      dec.decodeEach(this.tables[level]).forEach((s, k) => { symbols[k] = s; });
+    const positions = h * w;
+    const symbols = new Int32Array(positions * c);
+    if (this.contexts === 1) {
+      if (positions === 1) {
+        dec.decodeEach(this.tables[level]).forEach((s, k) => { symbols[k] = s; });
+      } else {
+        this.tables[level].forEach((table, ch) => { // channel by channel, h * w symbols each
+          dec.decodeMany(positions, table).forEach((s, k) => { symbols[k * c + ch] = s; });
+        });
+      }
     } else {
-      this.tables[level].forEach((table, ch) => { // channel by channel, h * w symbols each
-        dec.decodeMany(h * w, table).forEach((s, k) => { symbols[k * c + ch] = s; });
+      const k = this.contexts;
+      const nonzero = new Array(positions).fill(0); // z per position (see contexts())
+      let before = 0; // m: coded channels decoded so far
+      this.contextTables[level].forEach((tables, ch) => {
+        if (tables[0].degenerate) { // not coded, not counted
+          for (let p = 0; p < positions; p++) symbols[p * c + ch] = tables[0].lo;
+          return;
+        }
+        const decoded = before === 0
+          ? dec.decodeMany(positions, tables[0])
+          : dec.decodeEach(nonzero.map((z) => tables[Math.min(k - 1, Math.floor((k * z) / before))]));
+        decoded.forEach((s, p) => {
+          symbols[p * c + ch] = s;
+          if (s !== 0) nonzero[p] += 1;
+        });
+        before += 1;
       });
     }
     dec.finish();
     return { level, symbols };
   }
+}
+
+/** Version 1's tables: per level and channel (lo, n), then n frequencies unless n == 1. */
+function readTablesV1(data, view, pos, levels, channels, precision) {
+  const total = 2 ** precision;
+  const tables = [];
+  for (let level = 0; level < levels; level++) {
+    const row = [];
+    for (let c = 0; c < channels; c++) {
+      if (data.length < pos + 4) throw new CodecError(`entropy.bin truncated at table (${level}, ${c})`);
+      const lo = view.getInt16(pos, true);
+      const n = view.getUint16(pos + 2, true);
+      pos += 4;
+      if (n === 0 || n > total) {
+        throw new CodecError(`entropy.bin: table (${level}, ${c}) has ${n} symbols `
+                             + `(allowed 1..${total} at precision ${precision})`);
+      }
+      if (n === 1) {
+        row.push(new FrequencyTable(lo, [1])); // degenerate: its precision is irrelevant
+        continue;
+      }
+      if (data.length < pos + 2 * n) throw new CodecError(`entropy.bin truncated in table (${level}, ${c})`);
+      const freqs = [];
+      for (let i = 0; i < n; i++) freqs.push(view.getUint16(pos + 2 * i, true));
+      pos += 2 * n;
+      if (Math.min(...freqs) < 1 || freqs.reduce((a, b) => a + b, 0) !== total) {
+        throw new CodecError(`entropy.bin: table (${level}, ${c}) frequencies must be >= 1 and sum to 2**${precision}`);
+      }
+      row.push(new FrequencyTable(lo, freqs, precision));
+    }
+    tables.push(row);
+  }
+  if (pos !== data.length) throw new CodecError(`entropy.bin has ${data.length - pos} unexpected trailing byte(s)`);
+  return tables;
+}
+
+/**
+ * Version 2 (Python's EntropyModel._from_packed): every support (lo, n), then every coded
+ * channel's K frequency rows. Checked in Python's order: all supports, then the file length, then
+ * every row (sum and minimum). Returns tables[level][c] = K FrequencyTables.
+ */
+function readTablesPacked(data, view, pos, levels, channels, k, precision) {
+  const total = 2 ** precision;
+  const cells = levels * channels;
+  const end = pos + 4 * cells;
+  if (data.length < end) throw new CodecError('entropy.bin truncated inside the table supports');
+  const lo = new Int32Array(cells);
+  const n = new Int32Array(cells);
+  let needed = 0; // frequencies stored after the supports
+  for (let i = 0; i < cells; i++) {
+    lo[i] = view.getInt16(pos + 4 * i, true);
+    n[i] = view.getUint16(pos + 4 * i + 2, true);
+  }
+  for (let i = 0; i < cells; i++) {
+    if (n[i] === 0 || n[i] > total) {
+      throw new CodecError(`entropy.bin: table (${Math.floor(i / channels)}, ${i % channels}) has ${n[i]} symbols `
+                           + `(allowed 1..${total} at precision ${precision})`);
+    }
+    if (n[i] > 1) needed += k * n[i];
+  }
+  const expected = end + 2 * needed;
+  if (data.length > expected) {
+    throw new CodecError(`entropy.bin has ${data.length - expected} byte(s) more than its tables need`);
+  }
+  if (data.length < expected) throw new CodecError('entropy.bin truncated inside the frequency tables');
+  const rows = [];
+  let at = end;
+  for (let i = 0; i < cells; i++) { // first check every row, as Python does before building any table
+    if (n[i] === 1) continue;
+    for (let ctx = 0; ctx < k; ctx++) {
+      let sum = 0;
+      let min = Infinity;
+      for (let j = 0; j < n[i]; j++) {
+        const f = view.getUint16(at + 2 * j, true);
+        sum += f;
+        if (f < min) min = f;
+      }
+      if (sum !== total || min < 1) {
+        throw new CodecError(`entropy.bin: table (${Math.floor(i / channels)}, ${i % channels}, context ${ctx}) `
+                             + `frequencies must be >= 1 and sum to 2**${precision}`);
+      }
+      at += 2 * n[i];
+    }
+  }
+  at = end;
+  for (let level = 0; level < levels; level++) {
+    const row = [];
+    for (let c = 0; c < channels; c++) {
+      const i = level * channels + c;
+      if (n[i] === 1) {
+        row.push(new Array(k).fill(new FrequencyTable(lo[i], [1]))); // degenerate at every context
+        continue;
+      }
+      const ctxTables = [];
+      for (let ctx = 0; ctx < k; ctx++) {
+        const freqs = [];
+        for (let j = 0; j < n[i]; j++) freqs.push(view.getUint16(at + 2 * j, true));
+        at += 2 * n[i];
+        ctxTables.push(new FrequencyTable(lo[i], freqs, precision));
+      }
+      row.push(ctxTables);
+    }
+    rows.push(row);
+  }
+  return rows;
 }
 
 // --- runtime/bitstream.py ----------------------------------------------------------------------

@@ -2,6 +2,9 @@
 
     python -m tests.vectors.make [--check]
 
+Two entropy models: ``entropy.bin`` (version 1, K = 1) with its files, unchanged since the format
+was introduced, and ``entropy_ctx.bin`` (version 2, K = 4 contexts) with the ``latent_ctx_*`` files.
+
 Everything here is deterministic (integer tables, fixed symbols, a lossless WebP), so running it
 again writes the same bytes; ``--check`` only compares and exits 1 on a difference (the test
 suite does the same through :func:`build`).
@@ -19,11 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from runtime import bitstream, entropy
-from runtime.entropy import EntropyModel, FrequencyTable, RangeEncoder
+from runtime.entropy import EntropyModel, FrequencyTable, RangeEncoder, contexts
 
 HERE = Path(__file__).resolve().parent
 MODEL_ID = hashlib.sha256(b"gancodec test vector model").digest()
 LEVELS, CHANNELS, GRID = 3, 4, (2, 3)
+# the context model (entropy_ctx.bin, version 2): K contexts, precision below 16 on purpose
+CTX_LEVELS, CTX_CHANNELS, CTX_GRID, CTX_K, CTX_PRECISION = 3, 6, (2, 3), 4, 14
+# degenerate (level, channel) -> its certain symbol; a nonzero one must not count towards z
+CTX_DEGENERATE = {(0, 0): 0, (1, 3): 2, (2, 5): -1, (2, 1): 0}
 
 
 def vector_model() -> EntropyModel:
@@ -43,6 +50,109 @@ def vector_model() -> EntropyModel:
     inv_gains = np.array([[2.0 ** -(level + 1) * (1 + c / 8) for c in range(CHANNELS)]
                           for level in range(LEVELS)], dtype=np.float32)
     return EntropyModel(inv_gains, tables, GRID)
+
+
+def vector_context_model() -> EntropyModel:
+    """L=3, C=6, 2x3 grid, K=4 contexts at precision 14 (entropy.bin version 2).
+
+    Context k's tables spread wider as k grows (more nonzero channels before: a busier position),
+    every context of a channel is distinct, supports hold 0 and are asymmetric on some channels.
+    Degenerate: (0, 0) (so channel 1 is the first coded one, with m = 0), (1, 3) with the nonzero
+    symbol 2 (not coded, so not counted in z), (2, 1) and (2, 5).
+    """
+    rows = []
+    for level in range(CTX_LEVELS):
+        row = []
+        for c in range(CTX_CHANNELS):
+            if (level, c) in CTX_DEGENERATE:
+                row.append([FrequencyTable(CTX_DEGENERATE[level, c], [1])] * CTX_K)
+                continue
+            lo, hi = -1 - (level + c) % 3, 1 + (level + 2 * c) % 4
+            row.append([FrequencyTable.from_counts(
+                lo, [(1 << 14) >> min(14, abs(v) * (CTX_K + 1 - k) + (v < 0)) for v in range(lo, hi + 1)],
+                CTX_PRECISION) for k in range(CTX_K)])
+        rows.append(row)
+    inv_gains = np.array([[1.5 ** -level * (0.75 + c / 16) for c in range(CTX_CHANNELS)]
+                          for level in range(CTX_LEVELS)], dtype=np.float32)
+    return EntropyModel(inv_gains, rows, CTX_GRID)
+
+
+def _reachable(model: EntropyModel, level: int) -> set[tuple[int, int, int]]:
+    """(channel, context, symbol) for every coded channel, every context it can have (given the
+    number m of coded channels before it) and both ends of its support."""
+    k, want, m = model.contexts, set(), 0
+    for c, t in enumerate(model.tables[level]):
+        if t.degenerate:
+            continue
+        for ctx in {0} if m == 0 else {min(k - 1, k * z // m) for z in range(m + 1)}:
+            want |= {(c, ctx, t.lo), (c, ctx, t.hi)}
+        m += 1
+    return want
+
+
+def _covering_extremes(model: EntropyModel, level: int, seed: int) -> list[np.ndarray]:
+    """A few latents (greedy over seeded random patterns of lo / hi / 0) that together put both
+    ends of every coded channel's support under every context that channel can have."""
+    rng = np.random.default_rng(seed)
+    lo, hi = model.support(level), model._hi[level]
+    coded = model.coded(level)
+    want, chosen = _reachable(model, level), []
+    while want:
+        best, best_gain = None, set()
+        for _ in range(400):
+            nonzero = rng.random(model.shape) < rng.random()
+            s = np.where(nonzero, np.where(rng.random(model.shape) < 0.5, lo, hi), 0)
+            s, _ = model.clip(level, s)
+            ctx = contexts(s, coded, model.contexts)
+            got = {(c, int(ctx[h, w, c]), int(s[h, w, c])) for h in range(model.grid[0])
+                   for w in range(model.grid[1]) for c in np.flatnonzero(coded)} & want
+            if len(got) > len(best_gain):
+                best, best_gain = s, got
+        chosen.append(best)
+        want -= best_gain
+    return chosen
+
+
+def _context_latent_cases(model: EntropyModel) -> list[tuple[str, int, np.ndarray, tuple | None]]:
+    rng = np.random.default_rng(77)
+    cases = []
+    for level in range(CTX_LEVELS):  # spread varying by position, as in real latents
+        scale = rng.choice([0.3, 2.5], size=(*model.grid, 1))
+        s, _ = model.clip(level, np.rint(rng.standard_normal(model.shape) * scale).astype(np.int32))
+        cases.append((f"latent_ctx_level{level}.bin", level, s, None))
+    cases.append(("latent_ctx_zeros.bin", 1, model.clip(1, np.zeros(model.shape, np.int32))[0], None))
+    for level in range(CTX_LEVELS):
+        for i, s in enumerate(_covering_extremes(model, level, 100 + level)):
+            cases.append((f"latent_ctx_extremes_l{level}_{i}.bin", level, s, None))
+    s, _ = model.clip(2, rng.integers(-3, 4, model.shape))
+    cases.append(("latent_ctx_size.bin", 2, s, (1920, 1080)))
+    return cases
+
+
+def _bad_context_entropy_bins(good: bytes) -> dict[str, tuple[bytes, str]]:
+    """Version-2 entropy.bin files a reader must refuse, with a substring of the reference error."""
+    levels, channels = CTX_LEVELS, CTX_CHANNELS
+    supports = 15 + 4 * levels * channels
+    first = supports + 4 * levels * channels  # freqs of the first coded table, context 0
+    n = int.from_bytes(good[supports + 6 : supports + 8], "little")  # (0, 1): the first coded channel
+    zero = bytearray(good)
+    at = first + 2 * (2 * n)  # (0, 1) context 2, symbol 0: move its units onto symbol 1
+    moved = int.from_bytes(zero[at : at + 2], "little")
+    zero[at : at + 2] = bytes(2)
+    zero[at + 2 : at + 4] = (int.from_bytes(zero[at + 2 : at + 4], "little") + moved).to_bytes(2, "little")
+    return {
+        "bad_entropy_ctx_one_context.bin": (good[:14] + b"\x01" + good[15:], "contexts (version 2 allows 2..64)"),
+        "bad_entropy_ctx_zero_freq.bin": (bytes(zero), "context 2) frequencies must be >= 1"),
+        "bad_entropy_ctx_supports.bin": (good[: supports + 10], "truncated inside the table supports"),
+        "bad_entropy_ctx_trailing.bin": (good + b"\x00", "more than its tables need"),
+    }
+
+
+def _describe_context_model(model: EntropyModel, name: str) -> dict:
+    return {"entropy_bin": name, "levels": model.levels, "channels": model.channels, "grid": list(model.grid),
+            "precision": model.precision, "contexts": model.contexts, "inv_gains": model.inv_gains.tolist(),
+            "tables": [[{"lo": ctx[0].lo, "freqs": None if ctx[0].degenerate else [list(t.freqs) for t in ctx]}
+                        for ctx in row] for row in model.context_tables]}
 
 
 def _extreme(model: EntropyModel, level: int, take_hi: bool) -> np.ndarray:
@@ -120,13 +230,13 @@ def build() -> tuple[dict[str, bytes], dict]:
     described = []
     for name, level, symbols, size in _latent_cases(model):
         files[name] = bitstream.pack_latent(symbols, level, model, MODEL_ID, size=size)
-        described.append({"file": name, "kind": "latent", "level": level, "size": size and list(size),
-                          "symbols": symbols.tolist(),
+        described.append({"file": name, "kind": "latent", "entropy_bin": "entropy.bin", "level": level,
+                          "size": size and list(size), "symbols": symbols.tolist(),
                           "latent": model.dequantize(level, symbols).tolist()})
     buf = io.BytesIO()
     Image.fromarray(_webp_image()).save(buf, "WEBP", lossless=True, quality=100, method=6)
     files["webp_4x5.bin"] = bitstream.pack_webp(buf.getvalue(), MODEL_ID)
-    described.append({"file": "webp_4x5.bin", "kind": "webp", "size": None, "rgb": _webp_image().tolist()})
+    described.append({"file": "webp_4x5.bin", "kind": "webp", "entropy_bin": "entropy.bin", "size": None, "rgb": _webp_image().tolist()})
 
     good = files["latent_level1.bin"]
     _, level1, symbols1, _ = _latent_cases(model)[1]
@@ -143,7 +253,24 @@ def build() -> tuple[dict[str, bytes], dict]:
     }
     for name, (data, error) in bad.items():
         files[name] = data
-        described.append({"file": name, "kind": "invalid", "error": error})
+        described.append({"file": name, "kind": "invalid", "entropy_bin": "entropy.bin", "error": error})
+
+    ctx_model = vector_context_model()
+    files["entropy_ctx.bin"] = ctx_model.to_bytes()
+    for name, level, symbols, size in _context_latent_cases(ctx_model):
+        files[name] = bitstream.pack_latent(symbols, level, ctx_model, MODEL_ID, size=size)
+        described.append({"file": name, "kind": "latent", "entropy_bin": "entropy_ctx.bin", "level": level,
+                          "size": size and list(size), "symbols": symbols.tolist(),
+                          "contexts": ctx_model.contexts_of(level, symbols).tolist(),
+                          "latent": ctx_model.dequantize(level, symbols).tolist()})
+    good = files["latent_ctx_level1.bin"]
+    files["bad_ctx_trailing_byte.bin"] = _recrc(good[:-1] + b"\x01")
+    described.append({"file": "bad_ctx_trailing_byte.bin", "kind": "invalid", "entropy_bin": "entropy_ctx.bin",
+                      "error": "past"})
+    bad_entropy = []
+    for name, (data, error) in _bad_context_entropy_bins(files["entropy_ctx.bin"]).items():
+        files[name] = data
+        bad_entropy.append({"file": name, "error": error})
     description = {
         "model_id": MODEL_ID.hex(),
         "model_id_prefix": bitstream.model_id_prefix(MODEL_ID),
@@ -152,8 +279,10 @@ def build() -> tuple[dict[str, bytes], dict]:
                   "inv_gains": model.inv_gains.tolist(),
                   "tables": [[{"lo": t.lo, "freqs": list(t.freqs) if not t.degenerate else None}
                               for t in row] for row in model.tables]},
+        "context_model": _describe_context_model(ctx_model, "entropy_ctx.bin"),
         "coder": _coder_cases(),
         "files": described,
+        "bad_entropy_bins": bad_entropy,
     }
     return files, description
 
