@@ -5,7 +5,8 @@ decodes or raises the codec's own error — no other exception, no crash, no han
 
 The target is the decode path up to the symbols: header, CRC, range decoder and entropy model
 (runtime.bitstream + runtime.entropy), and the WebP payload (Pillow). Without ``--model`` it
-fuzzes against a synthetic EntropyModel (a 128-symbol latent, 8 levels, like a real bundle); with
+fuzzes against two synthetic EntropyModels (a 128-symbol latent, 8 levels; and a 4×4×32 latent
+with 8 contexts, entropy.bin version 2, like a real bundle); with
 ``--model`` against the ``entropy.bin`` of real v2 bundles. ``--full`` also runs the generator
 (runtime.codec.decode_file_bytes) on every input: far slower, the whole decoder.
 
@@ -51,8 +52,10 @@ class Target:
     directory: Path | None = None
 
 
-def synthetic_target(levels: int = 8, channels: int = 128, seed: int = 0) -> Target:
-    """A bundle-like entropy model: 128 channels on a 1x1 grid, 8 levels of finer steps."""
+def synthetic_target(levels: int = 8, channels: int = 128, seed: int = 0, contexts: int = 1,
+                     grid: tuple[int, int] = (1, 1)) -> Target:
+    """A bundle-like entropy model: ``channels`` on a ``grid``, 8 levels of finer steps, and
+    ``contexts`` tables per (level, channel) (entropy.bin version 2 when > 1)."""
     rng = np.random.default_rng(seed)
     rows = []
     for level in range(levels):
@@ -60,15 +63,16 @@ def synthetic_target(levels: int = 8, channels: int = 128, seed: int = 0) -> Tar
         for c in range(channels):
             half = 1 + level * 2 + int(rng.integers(0, 3))
             if c % 31 == 30:
-                row.append(FrequencyTable(0, [1 << 16]))  # a dead channel: degenerate
+                row.append([FrequencyTable(0, [1 << 16])] * contexts)  # a dead channel: degenerate
                 continue
             x = np.arange(-half, half + 1)
-            counts = np.round(1e5 * np.exp(-0.5 * (x / (0.3 * half + 0.2)) ** 2)).astype(int)
-            row.append(FrequencyTable.from_counts(-half, counts))
+            row.append([FrequencyTable.from_counts(-half, np.round(
+                1e5 * np.exp(-0.5 * (x / ((0.3 + 0.2 * k) * half + 0.2)) ** 2)).astype(int)) for k in range(contexts)])
         rows.append(row)
     gains = np.full((levels, channels), 0.5, np.float32) / (1 + np.arange(levels, dtype=np.float32))[:, None]
-    return Target("synthetic", hashlib.sha256(b"gancodec fuzz synthetic model").digest(),
-                  EntropyModel(gains, rows, (1, 1)))
+    name = "synthetic" if contexts == 1 else f"synthetic-{contexts}ctx"
+    return Target(name, hashlib.sha256(f"gancodec fuzz {name} model".encode()).digest(),
+                  EntropyModel(gains, rows, grid))
 
 
 def bundle_target(spec: str) -> Target:
@@ -270,7 +274,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     try:
-        targets = [bundle_target(m) for m in a.model] if a.model else [synthetic_target()]
+        targets = ([bundle_target(m) for m in a.model] if a.model
+                   else [synthetic_target(), synthetic_target(channels=32, contexts=8, grid=(4, 4))])
     except CodecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
