@@ -161,14 +161,13 @@ def entropy_tables(y: np.ndarray, gains: np.ndarray, contexts: int = CONTEXTS):
                 continue
             v = flat[:, c]
             lo, hi = int(v.min()) - 1, int(v.max()) + 1
-            marginal = 2 * np.bincount(v - lo, minlength=hi - lo + 1) + 1.0
+            n = hi - lo + 1
+            counts = np.bincount(ctx[:, c] * n + (v - lo), minlength=contexts * n).reshape(contexts, n)
+            marginal = 2 * counts.sum(axis=0) + 1.0
             marginal /= marginal.sum()
-            cell = []
-            for j in range(contexts):
-                counts = np.bincount(v[ctx[:, c] == j] - lo, minlength=hi - lo + 1)
-                p = (counts + CONTEXT_PRIOR * marginal) / (counts.sum() + CONTEXT_PRIOR)
-                cell.append(FrequencyTable.from_counts(lo, np.maximum(1, np.rint(p * (1 << 20))).astype(np.int64).tolist()))
-            row.append(cell)
+            p = (counts + CONTEXT_PRIOR * marginal) / (counts.sum(axis=1, keepdims=True) + CONTEXT_PRIOR)
+            scaled = np.maximum(1, np.rint(p * (1 << 20))).astype(np.int64)
+            row.append([FrequencyTable.from_counts(lo, scaled[j].tolist()) for j in range(contexts)])
         tables.append(row)
     return tables
 
