@@ -146,7 +146,8 @@ def entropy_tables(y: np.ndarray, gains: np.ndarray, contexts: int = CONTEXTS):
     ``2·count + 1`` of the channel's (``FrequencyTable.from_counts``): every symbol in the support
     stays codable. The floats stay here: the decoder only reads the integer tables.
     """
-    from runtime.entropy import FrequencyTable, contexts as context_of
+    from runtime.entropy import FrequencyTable
+    from runtime.entropy import contexts as context_of
 
     tables = []
     for g in gains:
@@ -192,6 +193,20 @@ def validation_figures(encoder, generator_onnx: Path, model, gains: np.ndarray, 
         out["bytes"].append(round(float(np.mean(model.bits(level, q))) / 8, 2))
         out["psnr"].append(round(float(np.mean(psnr(img, val_u8))), 3))
     return out
+
+
+def warm_start_facts(cfg) -> dict:
+    """For a run started from a bundle (``--init-from``): which bundle, and the steps behind it, so
+    the manifest tells the whole training history (``total_steps``)."""
+    if not cfg.init_from:
+        return {}
+    try:
+        before = json.loads((Path(cfg.init_from) / MANIFEST).read_text())
+        prior = int(before["training"].get("total_steps", before["training"]["steps"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {"init_from": str(cfg.init_from)}
+    return {"init_from": str(cfg.init_from), "init_model_id": before.get("model_id"),
+            "total_steps": prior + int(cfg.steps)}
 
 
 def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None = None,
@@ -263,7 +278,8 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
             "training": {"mode": cfg.mode, "steps": cfg.steps, "selected_step": best.get("step"),
                          "batch": cfg.batch, "seed": cfg.seed, "trained_levels": cfg.levels,
                          "lambda_range": [cfg.lam_min, cfg.lam_max], "arch": cfg.rd_arch, "g_widths": cfg.rd_g_widths,
-                         "e_widths": cfg.rd_e_widths, "d_widths": cfg.rd_d_widths},
+                         "e_widths": cfg.rd_e_widths, "d_widths": cfg.rd_d_widths,
+                         "entropy_contexts": model.contexts, **warm_start_facts(cfg)},
             "validation": (validation := validation_figures(encoder, tmp / GENERATOR_ONNX, model,
                                                             levels["gains"], val_u8)),
             # the level whose validation files are nearest DEFAULT_BYTES: what --level defaults to
