@@ -268,3 +268,18 @@ def test_rd_designs_and_their_default_widths(tmp_path):
     del legacy["rd_arch"]
     (tmp_path / "config.json").write_text(json.dumps(legacy))
     assert load_config(tmp_path).resolved().rd_arch == "conv"
+
+
+def test_warm_start_facts_give_the_whole_history(tiny_bundle, tmp_path):
+    """An exported warm-started run records the bundle it started from and the steps behind it."""
+    import json
+
+    from export.onnx import warm_start_facts
+    from training.train import TrainConfig
+
+    before = json.loads((tiny_bundle / "manifest.json").read_text())
+    facts = warm_start_facts(TrainConfig(data="x", out="y", steps=7, init_from=str(tiny_bundle)))
+    assert facts == {"init_from": str(tiny_bundle), "init_model_id": before["model_id"],
+                     "total_steps": before["training"]["steps"] + 7}
+    assert warm_start_facts(TrainConfig(data="x", out="y")) == {}
+    assert warm_start_facts(TrainConfig(data="x", out="y", init_from=str(tmp_path))) == {"init_from": str(tmp_path)}
