@@ -100,7 +100,7 @@ bench-table: install
 bench-effort: install
 	$(PY) -m benchmarks.effort --model models/airplane --data $(DATA)/cifar10_airplane.npz --limit 64
 bench-speed: install
-	$(PY) -m benchmarks.speed --no-progress
+	$(PY) -m benchmarks.speed --no-progress --data $(DATA)/cifar10_airplane.npz
 bench: bench-table bench-rd bench-speed bench-effort
 	$(PY) -m benchmarks.readme
 

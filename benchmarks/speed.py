@@ -181,7 +181,10 @@ def classic_speed(images: np.ndarray, repeats: int, quality: int = CLASSIC_QUALI
     return out
 
 
-def measure_speed(model=None, threads: int = 1, quick: bool = False, progress: bool = True) -> dict:
+def measure_speed(model=None, threads: int = 1, quick: bool = False, progress: bool = True, data=None) -> dict:
+    """Decode and encode timings of one bundle. ``data``: an .npz or image folder whose validation
+    images are timed (the entropy decoder's time grows with the file, so real images give real
+    file sizes); without it, images decoded from random latents."""
     from runtime.codec import Codec
 
     cfg = QUICK if quick else FULL
@@ -191,7 +194,13 @@ def measure_speed(model=None, threads: int = 1, quick: bool = False, progress: b
     bundle = codec.bundle
     level = codec.default_level
     note = lambda msg: print(msg, file=sys.stderr, flush=True) if progress else None  # noqa: E731
-    targets = sample_images(codec, max(max(cfg["batch_sizes"]), cfg["throughput_batch"]))
+    count = max(max(cfg["batch_sizes"]), cfg["throughput_batch"])
+    if data:
+        from benchmarks.rd import load_split
+
+        targets = load_split(data, bundle.image_size, "val", count)
+    else:
+        targets = sample_images(codec, count)
 
     # decode: a real file at the default level (its symbols from the encoder, no refinement)
     note("decode latency ...")
@@ -360,6 +369,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1, as the CLIs)")
     p.add_argument("--quick", action="store_true", help="few repeats, small batches (for tests)")
     p.add_argument("--out", default=str(RESULTS_DIR), help="output directory (default benchmarks/results)")
+    p.add_argument("--data", help=".npz or image folder: time its validation images (default: images "
+                                  "decoded from random latents, whose files are larger than real ones)")
     p.add_argument("--no-progress", action="store_true", help="no progress messages")
     return p.parse_args(argv)
 
@@ -367,7 +378,7 @@ def parse_args(argv=None):
 def run(argv=None) -> int:
     args = parse_args(argv)
     quiet_tensorflow()
-    result = measure_speed(args.model, args.threads, args.quick, not args.no_progress)
+    result = measure_speed(args.model, args.threads, args.quick, not args.no_progress, args.data)
     save_results(args.out, "speed", result, markdown(result))
     return 0
 

@@ -329,6 +329,47 @@ class RangeDecoder:
         self._code, self._range, self._pos, self._shifts = code, rng, pos, shifts
         return out
 
+    def decode_with_contexts(self, channels: Sequence, positions: int, k: int) -> list[int]:
+        """Decode a latent channel by channel, ``positions`` symbols each, every symbol with the
+        table of its context (:func:`contexts`; kept inline here, since this is the decoder's hot
+        loop). ``channels``: per channel, its K tables as ``(cum, lo, precision)`` tuples
+        (:meth:`EntropyModel.decoding_rows`), or ``(lo,)`` for a degenerate channel (its one
+        symbol, never counted). Returns the symbols, channel-major."""
+        data, pos, shifts = self._data, self._pos, self._shifts
+        size = len(data)
+        code, rng = self._code, self._range
+        out = []
+        append = out.append
+        nonzero = [0] * positions
+        before = 0
+        for rows in channels:
+            if len(rows) == 1:  # degenerate channel: its symbol, never counted
+                out.extend(rows * positions)
+                continue
+            for j in range(positions):
+                ctx = (k * nonzero[j]) // before if before else 0
+                cum, lo, precision = rows[ctx if ctx < k else k - 1]
+                r = rng >> precision
+                v = code // r
+                if v >= cum[-1]:
+                    raise CodecError("entropy decoding failed: code value outside the table (corrupted file)")
+                i = bisect_right(cum, v) - 1
+                c = cum[i]
+                code -= r * c
+                rng = r * (cum[i + 1] - c)
+                while rng < TOP:
+                    code = ((code << 8) | (data[pos] if pos < size else 0)) & MASK32
+                    pos += 1
+                    shifts += 1
+                    rng <<= 8
+                symbol = lo + i
+                append(symbol)
+                if symbol:
+                    nonzero[j] += 1
+            before += 1
+        self._code, self._range, self._pos, self._shifts = code, rng, pos, shifts
+        return out
+
     def finish(self) -> None:
         """Refuse input the encoder cannot have produced: more bytes than its normalisation
         steps plus the 1-byte flush, or a trailing zero byte (the encoder trims those)."""
@@ -442,6 +483,7 @@ class EntropyModel:
         self._lo, self._hi = lo, hi
         self._coded = hi > lo  # (L, C): channels that are coded (not degenerate)
         self._cost_cache: dict[int, tuple[np.ndarray, int]] = {}
+        self._rows_cache: dict[int, list] = {}
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -573,6 +615,15 @@ class EntropyModel:
             raise CodecError(f"rate level must be an integer in 0..{self.levels - 1}, got {level!r}")
         return int(level)
 
+    def decoding_rows(self, level: int) -> list:
+        """Per channel at ``level``: its K tables as (cum, lo, precision), or (lo,) when degenerate
+        (what :meth:`RangeDecoder.decode_with_contexts` reads; cached)."""
+        if level not in self._rows_cache:
+            self._rows_cache[level] = [[(t.cum, t.lo, t.precision) for t in tables] if coded else (tables[0].lo,)
+                                       for tables, coded in zip(self.context_tables[level],
+                                                                self._coded[level].tolist())]
+        return self._rows_cache[level]
+
     def coded(self, level: int) -> np.ndarray:
         """(C,) bool: the channels coded at ``level`` (the rest have a degenerate table)."""
         return self._coded[self._check_level(level)]
@@ -678,19 +729,7 @@ class EntropyModel:
                 for table in self.tables[level]:
                     values.extend(dec.decode_many(positions, table))
         else:
-            k, values = self.contexts, []
-            nonzero, before = [0] * positions, 0  # z per position, m (see contexts())
-            for tables, coded in zip(self.context_tables[level], self._coded[level].tolist()):
-                if not coded:
-                    values.extend([tables[0].lo] * positions)
-                    continue
-                if before == 0:
-                    decoded = dec.decode_many(positions, tables[0])
-                else:
-                    decoded = dec.decode_each([tables[min(k - 1, k * z // before)] for z in nonzero])
-                values.extend(decoded)
-                nonzero = [z + (v != 0) for z, v in zip(nonzero, decoded)]
-                before += 1
+            values = dec.decode_with_contexts(self.decoding_rows(level), positions, self.contexts)
         dec.finish()
         out = np.array(values, dtype=np.int32).reshape(self.channels, positions)
         return level, np.ascontiguousarray(out.T.reshape(h, w, self.channels))
