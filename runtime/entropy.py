@@ -300,41 +300,12 @@ class RangeDecoder:
         self._code, self._range, self._pos, self._shifts = code, rng, pos, shifts
         return out
 
-    def decode_each(self, tables: Sequence[FrequencyTable]) -> list[int]:
-        """Decode one symbol per table, in order (the fast path for a 1x1 latent grid)."""
-        data, pos, shifts = self._data, self._pos, self._shifts
-        size = len(data)
-        code, rng = self._code, self._range
-        out = []
-        append = out.append
-        for table in tables:
-            cum = table.cum
-            if len(cum) == 2:  # degenerate
-                append(table.lo)
-                continue
-            r = rng >> table.precision
-            v = code // r
-            if v >= cum[-1]:
-                raise CodecError("entropy decoding failed: code value outside the table (corrupted file)")
-            i = bisect_right(cum, v) - 1
-            c = cum[i]
-            code -= r * c
-            rng = r * (cum[i + 1] - c)
-            while rng < TOP:
-                code = ((code << 8) | (data[pos] if pos < size else 0)) & MASK32
-                pos += 1
-                shifts += 1
-                rng <<= 8
-            append(table.lo + i)
-        self._code, self._range, self._pos, self._shifts = code, rng, pos, shifts
-        return out
-
     def decode_with_contexts(self, channels: Sequence, positions: int, k: int) -> list[int]:
         """Decode a latent channel by channel, ``positions`` symbols each, every symbol with the
         table of its context (:func:`contexts`; kept inline here, since this is the decoder's hot
         loop). ``channels``: per channel, its K tables as ``(cum, lo, precision)`` tuples
-        (:meth:`EntropyModel.decoding_rows`), or ``(lo,)`` for a degenerate channel (its one
-        symbol, never counted). Returns the symbols, channel-major."""
+        (:meth:`EntropyModel.decoding_rows`; K = 1 works too), or the int ``lo`` for a degenerate
+        channel (its one symbol, never counted). Returns the symbols, channel-major."""
         data, pos, shifts = self._data, self._pos, self._shifts
         size = len(data)
         code, rng = self._code, self._range
@@ -343,8 +314,8 @@ class RangeDecoder:
         nonzero = [0] * positions
         before = 0
         for rows in channels:
-            if len(rows) == 1:  # degenerate channel: its symbol, never counted
-                out.extend(rows * positions)
+            if isinstance(rows, int):  # degenerate channel: its symbol, never counted
+                out.extend([rows] * positions)
                 continue
             for j in range(positions):
                 ctx = (k * nonzero[j]) // before if before else 0
@@ -512,9 +483,9 @@ class EntropyModel:
         parts = [_ENTROPY_HEADER.pack(ENTROPY_MAGIC, ENTROPY_VERSION, self.precision, self.levels,
                                       self.channels, h, w),
                  _CONTEXTS_FIELD.pack(self.contexts), self.inv_gains.astype("<f4").tobytes()]
-        supports = np.stack([self._lo, self._hi - self._lo + 1], -1).reshape(-1)
-        parts.append(np.array([(int(lo), int(n)) for lo, n in supports.reshape(-1, 2)],
-                              dtype=[("lo", "<i2"), ("n", "<u2")]).tobytes())
+        supports = np.empty(self.levels * self.channels, [("lo", "<i2"), ("n", "<u2")])
+        supports["lo"], supports["n"] = self._lo.ravel(), (self._hi - self._lo + 1).ravel()
+        parts.append(supports.tobytes())
         for row in self.context_tables:
             for ctx in row:
                 if not ctx[0].degenerate:
@@ -616,10 +587,10 @@ class EntropyModel:
         return int(level)
 
     def decoding_rows(self, level: int) -> list:
-        """Per channel at ``level``: its K tables as (cum, lo, precision), or (lo,) when degenerate
-        (what :meth:`RangeDecoder.decode_with_contexts` reads; cached)."""
+        """Per channel at ``level``: its K tables as (cum, lo, precision), or the int lo when
+        degenerate (what :meth:`RangeDecoder.decode_with_contexts` reads; cached)."""
         if level not in self._rows_cache:
-            self._rows_cache[level] = [[(t.cum, t.lo, t.precision) for t in tables] if coded else (tables[0].lo,)
+            self._rows_cache[level] = [[(t.cum, t.lo, t.precision) for t in tables] if coded else tables[0].lo
                                        for tables, coded in zip(self.context_tables[level],
                                                                 self._coded[level].tolist())]
         return self._rows_cache[level]
@@ -701,13 +672,6 @@ class EntropyModel:
         enc = RangeEncoder()
         enc.encode(level, self.level_table)
         by_channel = s.reshape(-1, self.channels).T.tolist()  # C lists of H*W row-major symbols
-        if self.contexts == 1:
-            if s.shape[0] * s.shape[1] == 1:
-                enc.encode_each(s.ravel().tolist(), self.tables[level])
-            else:
-                for values, table in zip(by_channel, self.tables[level]):
-                    enc.encode_many(values, table)
-            return enc.finish()
         ctx = self.contexts_of(level, s).reshape(-1, self.channels).T.tolist()
         for values, where, tables in zip(by_channel, ctx, self.context_tables[level]):
             enc.encode_each(values, [tables[j] for j in where])
@@ -721,15 +685,7 @@ class EntropyModel:
             raise CodecError("entropy decoding failed: rate level out of range (corrupted file)")
         h, w = self.grid
         positions = h * w
-        if self.contexts == 1:
-            if positions == 1:
-                values = dec.decode_each(self.tables[level])
-            else:
-                values = []
-                for table in self.tables[level]:
-                    values.extend(dec.decode_many(positions, table))
-        else:
-            values = dec.decode_with_contexts(self.decoding_rows(level), positions, self.contexts)
+        values = dec.decode_with_contexts(self.decoding_rows(level), positions, self.contexts)
         dec.finish()
         out = np.array(values, dtype=np.int32).reshape(self.channels, positions)
         return level, np.ascontiguousarray(out.T.reshape(h, w, self.channels))
