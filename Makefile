@@ -73,14 +73,17 @@ train-airplane train-automobile train-flowers: train-%: install
 # Continued training of a shipped bundle (the bundles are the hand-over between sessions: a run's
 # checkpoints do not outlive its machine): a new run started from models/NAME's weights, gains and
 # density, at a lower learning rate. `make export-NAME RUN=ft` ships it.
-# The shipped bundles' last round: 12000 steps each, airplane with its top rate level raised.
+# The shipped bundles' last round, at a smaller adversarial weight (--w-adv-rd 2): 12000 steps, then
+# 4000 more (`FT_STEPS=4000`) from that round's exported bundle (a second cosine cycle); airplane
+# keeps its raised top level and had a 2000-step round before both. Curves: docs/training/*_ft2*.
 FT_STEPS ?= 12000
 FT_LR ?= 1e-4
+FT_ARGS := --w-adv-rd 2
 FT_ARGS_airplane := --lam-max 0.4
 finetune-airplane finetune-automobile finetune-flowers: finetune-%: install
 	$(PY) -m training.train --data $(DATA)/$(DATA_$*).npz --out runs/ft-$* --steps $(FT_STEPS) --batch $(BATCH) \
 	  --eval-every 500 --eval-images 256 --ckpt-every 500 --threads $(THREADS) --lr $(FT_LR) \
-	  $(if $(wildcard runs/ft-$*/config.json),--resume,--init-from models/$* $(FT_ARGS_$*))
+	  $(if $(wildcard runs/ft-$*/config.json),--resume,--init-from models/$* $(FT_ARGS) $(FT_ARGS_$*))
 # The reference design (plain GAN, latent inversion), kept for comparison; it trains but does not export.
 train-airplane-gan: install
 	$(PY) -m training.train --mode gan --data $(DATA)/cifar10_airplane.npz --out runs/airplane-gan --steps $(STEPS) $(if $(wildcard runs/airplane-gan/config.json),--resume)
