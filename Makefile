@@ -73,9 +73,10 @@ train-airplane train-automobile train-flowers: train-%: install
 # Continued training of a shipped bundle (the bundles are the hand-over between sessions: a run's
 # checkpoints do not outlive its machine): a new run started from models/NAME's weights, gains and
 # density, at a lower learning rate. `make export-NAME RUN=ft` ships it.
-# The shipped bundles' last round, at a smaller adversarial weight (--w-adv-rd 2): 12000 steps, then
-# 4000 more (`FT_STEPS=4000`) from that round's exported bundle (a second cosine cycle); airplane
-# keeps its raised top level and had a 2000-step round before both. Curves: docs/training/*_ft2*.
+# The shipped bundles' last round, at a smaller adversarial weight (--w-adv-rd 2): three cosine
+# cycles, 12000 steps, then twice 4000 more (`FT_STEPS=4000`), each from the previous cycle's
+# exported bundle; airplane keeps its raised top level and had a 2000-step cycle before them.
+# Curves: docs/training/*_ft2*.
 FT_STEPS ?= 12000
 FT_LR ?= 1e-4
 FT_ARGS := --w-adv-rd 2
