@@ -271,34 +271,10 @@ class RangeDecoder:
         return self.decode_many(1, table)[0]
 
     def decode_many(self, count: int, table: FrequencyTable) -> list[int]:
-        """Decode ``count`` symbols, all with ``table``; CodecError on an impossible code value."""
-        lo = table.lo
-        if table.n == 1:
-            return [lo] * count
-        cum, p = table.cum, table.precision
-        total = cum[-1]
-        data, pos, shifts = self._data, self._pos, self._shifts
-        size = len(data)
-        code, rng = self._code, self._range
-        out = []
-        append = out.append
-        for _ in range(count):
-            r = rng >> p
-            v = code // r
-            if v >= total:
-                raise CodecError("entropy decoding failed: code value outside the table (corrupted file)")
-            i = bisect_right(cum, v) - 1
-            c = cum[i]
-            code -= r * c
-            rng = r * (cum[i + 1] - c)
-            while rng < TOP:
-                code = ((code << 8) | (data[pos] if pos < size else 0)) & MASK32
-                pos += 1
-                shifts += 1
-                rng <<= 8
-            append(lo + i)
-        self._code, self._range, self._pos, self._shifts = code, rng, pos, shifts
-        return out
+        """Decode ``count`` symbols, all with ``table``; CodecError on an impossible code value
+        (one channel of ``count`` positions with a single context: the one decoding loop)."""
+        rows = table.lo if table.n == 1 else [(table.cum, table.lo, table.precision)]
+        return self.decode_with_contexts([rows], count, 1)
 
     def decode_with_contexts(self, channels: Sequence, positions: int, k: int) -> list[int]:
         """Decode a latent channel by channel, ``positions`` symbols each, every symbol with the
