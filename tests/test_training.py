@@ -283,3 +283,57 @@ def test_warm_start_facts_give_the_whole_history(tiny_bundle, tmp_path):
                      "total_steps": before["training"]["steps"] + 7}
     assert warm_start_facts(TrainConfig(data="x", out="y")) == {}
     assert warm_start_facts(TrainConfig(data="x", out="y", init_from=str(tmp_path))) == {"init_from": str(tmp_path)}
+
+
+def test_training_contexts_are_the_coders_contexts():
+    """--rate-contexts prices each symbol under the context the file's coder will give it."""
+    import tensorflow as tf
+
+    from runtime.entropy import contexts
+    from training.rd import context_of
+
+    rng = np.random.default_rng(3)
+    symbols = rng.integers(-2, 3, (4, 3, 2, 11)) * (rng.random((4, 3, 2, 11)) < 0.4)
+    for k in (2, 8):
+        want = contexts(symbols, np.ones(11, bool), k)
+        got = context_of(tf.constant(symbols, tf.float32), k).numpy()
+        np.testing.assert_array_equal(got, want)
+
+
+def test_rate_contexts_price_contexts_apart_and_warm_start_from_a_factorized_bundle(tiny_npz, tiny_bundle, tmp_path):
+    """A context density starts as the bundle's factorized one (the same bits), and each context
+    then has its own parameters: moving one context's density changes only its symbols' bits."""
+    import dataclasses
+
+    import tensorflow as tf
+
+    from training.rd import RateModel, build_rd_models, context_of, warm_start
+
+    cfg = dataclasses.replace(tiny_config(tiny_npz, tmp_path / "ctx").resolved(), rate_contexts=4)
+    enc, gen = build_rd_models(cfg)
+    flat, ctx = RateModel(cfg.channels, cfg.levels), RateModel(cfg.channels, cfg.levels, contexts=4)
+    warm_start(tiny_bundle, enc, gen, flat)
+    warm_start(tiny_bundle, enc, gen, ctx)
+    assert ctx.means.shape == (cfg.channels, 4, 3)
+    rng = np.random.default_rng(0)
+    q = tf.constant(np.rint(rng.normal(0, 1.5, (3, 2, 2, cfg.channels))), tf.float32)
+    gain = tf.ones((1, 1, 1, cfg.channels))
+    np.testing.assert_allclose(ctx.bits(q, gain, q).numpy(), flat.bits(q, gain).numpy(), rtol=1e-5)
+    kappa = context_of(q, 4).numpy()
+    used = int(kappa[..., 1:].max())
+    ctx.means.assign(ctx.means.numpy() + 3.0 * (np.arange(4) == used)[None, :, None])
+    moved = ctx.bits(q, gain, q).numpy() - flat.bits(q, gain).numpy()
+    has = (kappa == used).reshape(3, -1).any(axis=1)
+    assert np.all(np.abs(moved[~has]) < 1e-3) and np.all(np.abs(moved[has]) > 1e-3)
+
+
+def test_tiny_rd_training_with_rate_contexts(tiny_npz, tmp_path):
+    from training.train import train
+
+    out = tmp_path / "rdctx"
+    summary = train(tiny_config(tiny_npz, out, steps=4, rate_contexts=4), quiet=True)
+    assert all(np.isfinite(v) for v in summary["last_losses"].values())
+    with np.load(out / "best" / "rate.npz", allow_pickle=False) as rate:
+        assert rate["means"].shape == (8, 4, 3)
+    with pytest.raises(CodecError, match="rate-contexts"):
+        train(tiny_config(tiny_npz, tmp_path / "bad", steps=2, rate_contexts=0), quiet=True)

@@ -12,7 +12,10 @@ al. 2020, made variable-rate with gain vectors after Cui et al. 2021):
   fine rate steps that rate control needs.
 - **Entropy model** for training: per channel, a mixture of logistics in y-space; the probability
   of symbol k at level l is the mass of [(k − ½)/g, (k + ½)/g]. The rate is −log2 of that under
-  additive uniform noise (the standard training proxy for quantization). The file's coder does not
+  additive uniform noise (the standard training proxy for quantization). With
+  ``--rate-contexts K`` each channel has K such densities, one per entropy context of the file's
+  coder (:func:`runtime.entropy.contexts`: how many earlier channels are nonzero at the position,
+  read from the rounded latent), so training prices the bits the coder will really spend. The file's coder does not
   use these floats: at export, integer frequency tables are built from the training set's symbols
   (``runtime.entropy``), so every machine decodes the same symbols.
 - **Generator** G (the decoder): ŷ → image, upsample + conv stages, trained with
@@ -124,28 +127,48 @@ def build_rd_discriminator(image_size: int = 32, widths=(32, 64, 128), name: str
 class RateModel(tf.Module):
     """Gain vectors of the rate levels and the per-channel logistic-mixture density of y."""
 
-    def __init__(self, channels: int, levels: int, gain_range=(0.15, 6.0), name="rate_model"):
+    def __init__(self, channels: int, levels: int, gain_range=(0.15, 6.0), contexts: int = 1, name="rate_model"):
         super().__init__(name=name)
+        self.contexts = contexts
+        shape = (channels, MIX) if contexts == 1 else (channels, contexts, MIX)
         lo, hi = math.log(gain_range[0]), math.log(gain_range[1])
         log_g = np.linspace(lo, hi, levels, dtype=np.float32)[:, None] * np.ones((1, channels), np.float32)
         self.log_gain = tf.Variable(log_g, name="log_gain")
         self.log_inv_gain = tf.Variable(-log_g, name="log_inv_gain")
         rng = np.random.default_rng(0)
-        self.mix_logits = tf.Variable(np.zeros((channels, MIX), np.float32), name="mix_logits")
-        self.means = tf.Variable(rng.normal(0, 0.3, (channels, MIX)).astype(np.float32), name="means")
-        self.log_scales = tf.Variable(np.zeros((channels, MIX), np.float32), name="log_scales")
+        means = rng.normal(0, 0.3, (channels, MIX)).astype(np.float32)
+        if contexts > 1:
+            means = np.repeat(means[:, None], contexts, axis=1)
+        self.mix_logits = tf.Variable(np.zeros(shape, np.float32), name="mix_logits")
+        self.means = tf.Variable(means, name="means")
+        self.log_scales = tf.Variable(np.zeros(shape, np.float32), name="log_scales")
 
     def gains(self, level):
         return tf.exp(tf.gather(self.log_gain, level)), tf.exp(tf.gather(self.log_inv_gain, level))
 
-    def bits(self, q, gain):
-        """Per-image bits of scaled latents q (N, H, W, C) at gain (broadcastable)."""
-        return mixture_bits(q, gain, self.mix_logits, self.means, self.log_scales)
+    def bits(self, q, gain, symbols=None):
+        """Per-image bits of scaled latents q (N, H, W, C) at gain (broadcastable); with contexts,
+        each position's density is its context's, read from the integer ``symbols`` (round(q))."""
+        if self.contexts == 1:
+            return mixture_bits(q, gain, self.mix_logits, self.means, self.log_scales)
+        pick = tf.one_hot(context_of(symbols, self.contexts), self.contexts)  # (N, H, W, C, K)
+        params = [tf.einsum("nhwck,ckm->nhwcm", pick, v) for v in (self.mix_logits, self.means, self.log_scales)]
+        return mixture_bits(q, gain, *params)
 
     def numpy_state(self) -> dict:
         return {"log_gain": self.log_gain.numpy(), "log_inv_gain": self.log_inv_gain.numpy(),
                 "mix_logits": self.mix_logits.numpy(), "means": self.means.numpy(),
                 "log_scales": self.log_scales.numpy()}
+
+
+def context_of(symbols, k: int):
+    """:func:`runtime.entropy.contexts` in TensorFlow, every channel counted as coded: the context
+    of each symbol of (N, H, W, C) integer-valued ``symbols`` is min(k − 1, k·z // c), z = how many
+    of channels 0..c−1 are nonzero at the position (0 for channel 0)."""
+    nonzero = tf.cast(tf.not_equal(symbols, 0), tf.int32)
+    z = tf.cumsum(nonzero, axis=-1, exclusive=True)
+    m = tf.range(tf.shape(symbols)[-1], dtype=tf.int32)
+    return tf.where(m > 0, tf.minimum(k - 1, (k * z) // tf.maximum(m, 1)), 0)
 
 
 def lambdas(levels: int, lam_range) -> np.ndarray:
@@ -175,7 +198,7 @@ def train_rd(cfg, resume: bool = False, quiet: bool = False) -> dict:
     C, L, S = cfg.channels, cfg.levels, cfg.image_size
     encoder, generator = build_rd_models(cfg)
     discriminator = build_rd_discriminator(S, cfg.rd_d_widths)
-    rate = RateModel(C, L)
+    rate = RateModel(C, L, contexts=cfg.rate_contexts)
     lams = tf.constant(lambdas(L, (cfg.lam_min, cfg.lam_max)))
     sched = keras.optimizers.schedules.CosineDecay(cfg.lr, cfg.steps, alpha=0.05)
     g_opt = keras.optimizers.Adam(sched)
@@ -209,7 +232,7 @@ def train_rd(cfg, resume: bool = False, quiet: bool = False) -> dict:
             gain, inv_gain = gain[:, None, None, :], inv_gain[:, None, None, :]
             ys = encoder(x, training=True) * gain
             noisy = ys + rng.uniform(tf.shape(ys), -0.5, 0.5)
-            bpp = rate.bits(noisy, gain) / pixels
+            bpp = rate.bits(noisy, gain, tf.round(ys)) / pixels
             fake = generator(ste_round(ys) * inv_gain, training=True)
             d_real = discriminator(x, training=True)
             d_fake = discriminator(fake, training=True)
@@ -235,7 +258,7 @@ def train_rd(cfg, resume: bool = False, quiet: bool = False) -> dict:
         for lev in range(L):
             gain, inv_gain = rate.gains(tf.fill([len(eval_u8)], lev))
             q = tf.round(y * gain[:, None, None, :])
-            bits = rate.bits(q, gain[:, None, None, :]).numpy()
+            bits = rate.bits(q, gain[:, None, None, :], q).numpy()
             out = from_unit_range(generator(q * inv_gain[:, None, None, :], training=False).numpy())
             p = float(np.mean(psnr(out, eval_u8)))
             mse = float(np.mean((out.astype(np.float64) - eval_u8) ** 2))
@@ -304,7 +327,14 @@ def warm_start(bundle_dir, encoder, generator, rate: RateModel) -> None:
     rate.log_inv_gain.assign(_grow_mean(np.log(bundle.entropy.inv_gains[pick]), rate.log_inv_gain.shape))
     for key in ("mix_logits", "means", "log_scales"):
         var = getattr(rate, key)
-        var.assign(_grow_mean(bundle.rate[key].T, var.shape[::-1]).T)
+        theirs = bundle.rate[key]
+        if theirs.ndim == 2 and len(var.shape) == 3:  # a factorized bundle: every context starts as its channel
+            theirs = np.repeat(theirs[:, None], var.shape[1], axis=1)
+        if theirs.ndim != len(var.shape) or theirs.shape[1:] != tuple(var.shape[1:]):
+            raise CodecError(f"--init-from {bundle_dir}: its density has shape {theirs.shape}, this run's "
+                             f"{tuple(var.shape)} (another --rate-contexts)")
+        flat = theirs.reshape(len(theirs), -1)
+        var.assign(_grow_mean(flat.T, (flat.shape[1], var.shape[0])).T.reshape(var.shape))
 
 
 GROWN_INIT = 0.1  # scale of the fresh weights of channels a widened run adds to a bundle's

@@ -83,6 +83,7 @@ class TrainConfig:
     rd_g_widths: list | None = None
     rd_d_widths: list = field(default_factory=lambda: [32, 64, 128])
     init_from: str = ""  # rd: start a new run from a bundle's weights and gains (models/NAME)
+    rate_contexts: int = 1  # rd: training density per (channel, entropy context) (1: factorized)
 
     def resolved(self) -> "TrainConfig":
         c = dataclasses.replace(self)
@@ -106,6 +107,8 @@ class TrainConfig:
         f = downsampling(c.rd_arch, c.rd_e_widths)
         if c.mode == "rd" and c.image_size % f:
             raise CodecError(f"rd mode with these widths needs an image size divisible by {f}, got {c.image_size}")
+        if not 1 <= c.rate_contexts <= 64:
+            raise CodecError(f"--rate-contexts must be 1..64, got {c.rate_contexts}")
         for name in ("steps", "batch", "latent_dim", "ckpt_every", "eval_every"):
             if getattr(c, name) <= 0:
                 raise CodecError(f"--{name.replace('_', '-')} must be positive")
@@ -514,6 +517,9 @@ def main(argv=None) -> int:
     p.add_argument("--rd-g-widths", type=lambda s: [int(v) for v in s.split(",")], default=None,
                    help="rd: generator widths (gdn: as many as the encoder's; conv: 4)")
     p.add_argument("--w-adv-rd", type=float, default=None, help="rd: adversarial weight (relative to MSE on 0..255)")
+    p.add_argument("--rate-contexts", type=int, default=1, metavar="K",
+                   help="rd: train the rate under K entropy contexts, as the file's coder uses them "
+                        "(runtime.entropy.contexts; 1: one factorized density per channel)")
     p.add_argument("--init-from", default="", metavar="BUNDLE",
                    help="rd: start a new run from a shipped bundle's weights and gains (e.g. models/airplane)")
     p.add_argument("--resume", action="store_true")
@@ -533,7 +539,7 @@ def main(argv=None) -> int:
                       norm=a.norm, ckpt_every=a.ckpt_every, eval_every=a.eval_every,
                       eval_images=a.eval_images, eval_steps=a.eval_steps, channels=a.channels,
                       levels=a.levels, lam_min=a.lam_min, lam_max=a.lam_max, init_from=a.init_from,
-                      rd_arch=a.rd_arch)
+                      rd_arch=a.rd_arch, rate_contexts=a.rate_contexts)
     for name in ("g_widths", "d_widths", "e_widths", "rd_e_widths", "rd_g_widths"):
         if getattr(a, name):
             setattr(cfg, name, getattr(a, name))
