@@ -279,6 +279,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
                          "batch": cfg.batch, "seed": cfg.seed, "trained_levels": cfg.levels,
                          "lambda_range": [cfg.lam_min, cfg.lam_max], "arch": cfg.rd_arch, "g_widths": cfg.rd_g_widths,
                          "e_widths": cfg.rd_e_widths, "d_widths": cfg.rd_d_widths,
+                         "g_blocks": cfg.rd_g_blocks, "e_blocks": cfg.rd_e_blocks,
                          "w_adv": cfg.w_adv_rd, "lr": cfg.lr, "rate_contexts": cfg.rate_contexts,
                          "entropy_contexts": model.contexts, **warm_start_facts(cfg)},
             "validation": (validation := validation_figures(encoder, tmp / GENERATOR_ONNX, model,

@@ -48,13 +48,25 @@ def downsampling(arch: str, widths) -> int:
     return 2 ** (len(widths) + 1) if arch == "gdn" else 8
 
 
+def residual_block(x, name: str):
+    """x + conv3×3(LeakyReLU(conv3×3(x))), the second convolution zero-initialised: a block added to
+    a trained network (``--rd-g-blocks`` / ``--rd-e-blocks`` with ``--init-from``) starts as the
+    identity, so the run starts as the bundle's codec."""
+    w = x.shape[-1]
+    h = layers.Conv2D(w, 3, padding="same", name=f"{name}a")(x)
+    h = layers.LeakyReLU(0.2, name=f"{name}act")(h)
+    h = layers.Conv2D(w, 3, padding="same", kernel_initializer="zeros", name=f"{name}b")(h)
+    return layers.Add(name=f"{name}add")([x, h])
+
+
 def build_rd_encoder(channels: int, image_size: int = 32, widths=(48, 96), name: str = "encoder",
-                     arch: str = "conv") -> keras.Model:
+                     arch: str = "conv", blocks: int = 0) -> keras.Model:
     """image (N, S, S, 3) in [-1, 1] -> y (N, S/f, S/f, channels), unscaled (f: :func:`downsampling`).
 
     ``conv``: stride-2 and 3×3 convolutions with LeakyReLU. ``gdn``: Ballé et al.'s analysis
     transform, 5×5 stride-2 convolutions (one per width, then the latent's) with GDN between them:
-    widths of 2 give S/8, of 3 give S/16."""
+    widths of 2 give S/8, of 3 give S/16; ``blocks`` residual blocks (:func:`residual_block`) before
+    the latent's convolution."""
     x_in = keras.Input((image_size, image_size, 3), name="image")
     if arch == "gdn":
         from runtime.layers import GDN
@@ -63,6 +75,8 @@ def build_rd_encoder(channels: int, image_size: int = 32, widths=(48, 96), name:
         for i, w in enumerate(widths, start=1):
             x = layers.Conv2D(w, 5, strides=2, padding="same", name=f"conv{i}")(x)
             x = GDN(name=f"gdn{i}")(x)
+        for b in range(1, blocks + 1):
+            x = residual_block(x, f"eres{b}")
         y = layers.Conv2D(channels, 5, strides=2, padding="same", name="latent")(x)
         return keras.Model(x_in, y, name=name)
     w1, w2 = widths
@@ -79,12 +93,13 @@ def build_rd_encoder(channels: int, image_size: int = 32, widths=(48, 96), name:
 
 
 def build_rd_generator(channels: int, image_size: int = 32, widths=(96, 96, 48, 24),
-                       name: str = "generator", arch: str = "conv") -> keras.Model:
+                       name: str = "generator", arch: str = "conv", blocks: int = 0) -> keras.Model:
     """ŷ (N, S/f, S/f, channels) -> image (N, S, S, 3) in [-1, 1].
 
     ``conv``: nearest upsampling + 3×3 convolutions with LeakyReLU. ``gdn``: Ballé et al.'s
     synthesis transform, 5×5 stride-2 transposed convolutions with inverse GDN (one per width),
-    then one to RGB with tanh."""
+    then one to RGB with tanh; ``blocks`` residual blocks after the first stage (at S/4, where a
+    3×3 convolution costs a quarter of what it would at the next stage)."""
     g = image_size // downsampling(arch, widths)
     y = keras.Input((g, g, channels), name="latent")
     if arch == "gdn":
@@ -94,6 +109,9 @@ def build_rd_generator(channels: int, image_size: int = 32, widths=(96, 96, 48, 
         for i, w in enumerate(widths, start=1):
             x = layers.Conv2DTranspose(w, 5, strides=2, padding="same", name=f"deconv{i}")(x)
             x = GDN(inverse=True, name=f"igdn{i}")(x)
+            if i == 1:
+                for b in range(1, blocks + 1):
+                    x = residual_block(x, f"gres{b}")
         image = layers.Conv2DTranspose(3, 5, strides=2, padding="same", activation="tanh", name="image")(x)
         return keras.Model(y, image, name=name)
     w0, w1, w2, w3 = widths
@@ -109,8 +127,8 @@ def build_rd_generator(channels: int, image_size: int = 32, widths=(96, 96, 48, 
 
 def build_rd_models(cfg) -> tuple[keras.Model, keras.Model]:
     """(encoder, generator) of a resolved ``TrainConfig`` (its ``rd_arch`` and widths)."""
-    return (build_rd_encoder(cfg.channels, cfg.image_size, cfg.rd_e_widths, arch=cfg.rd_arch),
-            build_rd_generator(cfg.channels, cfg.image_size, cfg.rd_g_widths, arch=cfg.rd_arch))
+    return (build_rd_encoder(cfg.channels, cfg.image_size, cfg.rd_e_widths, arch=cfg.rd_arch, blocks=cfg.rd_e_blocks),
+            build_rd_generator(cfg.channels, cfg.image_size, cfg.rd_g_widths, arch=cfg.rd_arch, blocks=cfg.rd_g_blocks))
 
 
 def build_rd_discriminator(image_size: int = 32, widths=(32, 64, 128), name: str = "discriminator") -> keras.Model:
@@ -317,11 +335,19 @@ def warm_start(bundle_dir, encoder, generator, rate: RateModel) -> None:
                          f"{trained} trained levels")
     for model, name in ((encoder, ENCODER_KERAS), (generator, GENERATOR_KERAS)):
         source = keras.models.load_model(bundle.path(name), compile=False)
-        theirs, ours = source.get_weights(), model.get_weights()
-        if len(theirs) != len(ours) or any(len(a.shape) != len(b.shape) or any(i > j for i, j in zip(a.shape, b.shape))
-                                           for a, b in zip(theirs, ours)):
-            raise CodecError(f"--init-from {bundle_dir}: its {name} has another architecture than this run")
-        model.set_weights([_grow(a, b) for a, b in zip(theirs, ours)])
+        for layer in source.layers:  # by name: layers this run adds (residual blocks) keep their init
+            theirs = layer.get_weights()
+            if not theirs:
+                continue
+            try:
+                ours = model.get_layer(layer.name).get_weights()
+            except ValueError:
+                ours = None
+            if ours is None or len(theirs) != len(ours) or any(
+                    len(a.shape) != len(b.shape) or any(i > j for i, j in zip(a.shape, b.shape))
+                    for a, b in zip(theirs, ours)):
+                raise CodecError(f"--init-from {bundle_dir}: its {name} has another architecture than this run")
+            model.get_layer(layer.name).set_weights([_grow(a, b) for a, b in zip(theirs, ours)])
     pick = slice(None, None, SUBLEVELS)
     rate.log_gain.assign(_grow_mean(np.log(bundle.rate["gains"][pick]), rate.log_gain.shape))
     rate.log_inv_gain.assign(_grow_mean(np.log(bundle.entropy.inv_gains[pick]), rate.log_inv_gain.shape))

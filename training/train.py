@@ -82,6 +82,8 @@ class TrainConfig:
     rd_e_widths: list | None = None  # None: RD_WIDTHS[rd_arch]
     rd_g_widths: list | None = None
     rd_d_widths: list = field(default_factory=lambda: [32, 64, 128])
+    rd_g_blocks: int = 0  # rd (gdn): residual blocks in the generator after its first stage
+    rd_e_blocks: int = 0  # rd (gdn): residual blocks in the encoder before its latent
     init_from: str = ""  # rd: start a new run from a bundle's weights and gains (models/NAME)
     rate_contexts: int = 1  # rd: training density per (channel, entropy context) (1: factorized)
 
@@ -107,6 +109,10 @@ class TrainConfig:
         f = downsampling(c.rd_arch, c.rd_e_widths)
         if c.mode == "rd" and c.image_size % f:
             raise CodecError(f"rd mode with these widths needs an image size divisible by {f}, got {c.image_size}")
+        if (c.rd_g_blocks or c.rd_e_blocks) and c.rd_arch != "gdn":
+            raise CodecError("--rd-g-blocks / --rd-e-blocks need --rd-arch gdn")
+        if not (0 <= c.rd_g_blocks <= 8 and 0 <= c.rd_e_blocks <= 8):
+            raise CodecError("--rd-g-blocks / --rd-e-blocks must be 0..8")
         if not 1 <= c.rate_contexts <= 64:
             raise CodecError(f"--rate-contexts must be 1..64, got {c.rate_contexts}")
         for name in ("steps", "batch", "latent_dim", "ckpt_every", "eval_every"):
@@ -517,6 +523,10 @@ def main(argv=None) -> int:
     p.add_argument("--rd-g-widths", type=lambda s: [int(v) for v in s.split(",")], default=None,
                    help="rd: generator widths (gdn: as many as the encoder's; conv: 4)")
     p.add_argument("--w-adv-rd", type=float, default=None, help="rd: adversarial weight (relative to MSE on 0..255)")
+    p.add_argument("--rd-g-blocks", type=int, default=0, metavar="N",
+                   help="rd (gdn): residual blocks in the generator after its first stage (decoder cost)")
+    p.add_argument("--rd-e-blocks", type=int, default=0, metavar="N",
+                   help="rd (gdn): residual blocks in the encoder before its latent (encoder cost only)")
     p.add_argument("--rate-contexts", type=int, default=1, metavar="K",
                    help="rd: train the rate under K entropy contexts, as the file's coder uses them "
                         "(runtime.entropy.contexts; 1: one factorized density per channel)")
@@ -539,7 +549,8 @@ def main(argv=None) -> int:
                       norm=a.norm, ckpt_every=a.ckpt_every, eval_every=a.eval_every,
                       eval_images=a.eval_images, eval_steps=a.eval_steps, channels=a.channels,
                       levels=a.levels, lam_min=a.lam_min, lam_max=a.lam_max, init_from=a.init_from,
-                      rd_arch=a.rd_arch, rate_contexts=a.rate_contexts)
+                      rd_arch=a.rd_arch, rate_contexts=a.rate_contexts,
+                      rd_g_blocks=a.rd_g_blocks, rd_e_blocks=a.rd_e_blocks)
     for name in ("g_widths", "d_widths", "e_widths", "rd_e_widths", "rd_g_widths"):
         if getattr(a, name):
             setattr(cfg, name, getattr(a, name))
