@@ -73,14 +73,17 @@ train-airplane train-automobile train-flowers: train-%: install
 # Continued training of a shipped bundle (the bundles are the hand-over between sessions: a run's
 # checkpoints do not outlive its machine): a new run started from models/NAME's weights, gains and
 # density, at a lower learning rate. `make export-NAME RUN=ft` ships it.
-# The shipped bundles' last round, at a smaller adversarial weight (--w-adv-rd 2): three cosine
-# cycles, 12000 steps, then twice 4000 more (`FT_STEPS=4000`), each from the previous cycle's
-# exported bundle; airplane keeps its raised top level and had a 2000-step cycle before them.
-# Curves: docs/training/*_ft2*.
+# Earlier rounds, at a smaller adversarial weight (--w-adv-rd 2): three cosine cycles, 12000 steps,
+# then twice 4000 more (`FT_STEPS=4000`), each from the previous cycle's exported bundle (curves:
+# docs/training/*_ft2*). The last round trains the rate under the coder's 8 entropy contexts
+# (--rate-contexts 8): automobile one 8000-step cycle (`FT_STEPS=8000`); airplane one 9000-step
+# cycle that also added a residual block to its encoder and generator (curves: *_ctx*, *_blk*).
+# A bundle is continued with the flags it was trained with (they are in FT_ARGS); flowers, still
+# factorized, would start its contexts from its channels' densities.
 FT_STEPS ?= 12000
 FT_LR ?= 1e-4
-FT_ARGS := --w-adv-rd 2
-FT_ARGS_airplane := --lam-max 0.4
+FT_ARGS := --w-adv-rd 2 --rate-contexts 8
+FT_ARGS_airplane := --lam-max 0.4 --rd-g-blocks 1 --rd-e-blocks 1
 finetune-airplane finetune-automobile finetune-flowers: finetune-%: install
 	$(PY) -m training.train --data $(DATA)/$(DATA_$*).npz --out runs/ft-$* --steps $(FT_STEPS) --batch $(BATCH) \
 	  --eval-every 500 --eval-images 256 --ckpt-every 500 --threads $(THREADS) --lr $(FT_LR) \
