@@ -10,7 +10,8 @@ of probabilities); save ``generator.keras`` (the TF mirror, loadable with Keras 
 it with tf2onnx to ``generator.onnx`` (input ``latent`` [N, H, W, C] = symbols × inverse gains,
 output ``image`` [N, S, S, 3], dynamic batch); the same for the encoder (``image`` -> unscaled
 ``latent``); ``rate.npz`` holds the float gains, λ and the training density (encoder side only:
-refinement's rate term). Check parity (onnxruntime CPU vs TensorFlow, max abs difference ≤ 1e-4),
+refinement's rate term). The networks' kernels are rounded to float16 values and stored as float16
+in the ONNX files (half their size; the TF mirrors hold the same rounded values). Check parity (onnxruntime CPU vs TensorFlow, max abs difference ≤ 1e-4),
 measure bytes and PSNR per level on the validation split, and write ``manifest.json``. Everything
 is written into a temporary directory that is renamed into place only when all checks pass, so a
 failure leaves no partial bundle.
@@ -78,8 +79,43 @@ def to_onnx(model, input_name: str, output_name: str, path: Path, metadata: dict
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, str(value)
     proto.producer_name = "gancodec"
+    store_half(proto)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
+
+
+HALF_MIN_SIZE = 1024  # weight tensors at least this large are stored as float16 (the kernels)
+
+
+def round_weights_to_half(model) -> None:
+    """Round every weight tensor of ``model`` with at least :data:`HALF_MIN_SIZE` values to the
+    nearest float16 (kept as float32): the exported ONNX files then store them as float16
+    (:func:`store_half`, half the bytes) and the TF mirror computes exactly the same function.
+    Measured on the airplane bundle: no change in validation PSNR at any level at 0.01 dB resolution."""
+    model.set_weights([w.astype(np.float16).astype(w.dtype) if w.size >= HALF_MIN_SIZE and w.dtype == np.float32
+                       else w for w in model.get_weights()])
+
+
+def store_half(proto) -> None:
+    """Store each float32 initializer of at least :data:`HALF_MIN_SIZE` values whose values are all
+    float16-exact (:func:`round_weights_to_half`) as float16, followed by a Cast back to float32:
+    the graph computes the same float32 function from half the bytes (a float16 → float32 cast is
+    exact on every runtime, onnxruntime-web included)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    casts = []
+    for init in proto.graph.initializer:
+        if init.data_type != TensorProto.FLOAT:
+            continue
+        w = numpy_helper.to_array(init)
+        if w.size < HALF_MIN_SIZE or not np.array_equal(w.astype(np.float16).astype(np.float32), w):
+            continue
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(w.astype(np.float16), name + "_f16"))
+        casts.append(helper.make_node("Cast", [name + "_f16"], [name], to=TensorProto.FLOAT, name=name + "_cast"))
+    nodes = casts + list(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
 
 
 def parity(keras_model, onnx_path: Path, inputs: np.ndarray) -> float:
@@ -234,6 +270,8 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
     encoder, generator = build_rd_models(cfg)
     generator.load_weights(best_dir / "generator.weights.h5")
     encoder.load_weights(best_dir / "encoder.weights.h5")
+    round_weights_to_half(generator)
+    round_weights_to_half(encoder)
     with np.load(best_dir / "rate.npz", allow_pickle=False) as f:
         rate = {k: f[k] for k in f.files}
     levels = expand_levels(rate)
