@@ -149,3 +149,27 @@ def test_export_refuses_gan_and_recon_runs(tiny_npz, tmp_path):
     assert not (tmp_path / "out").exists()
     r = run_module("export.onnx", run, "--out", tmp_path / "out2")
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: ") and "rd" in r.stderr
+
+
+def test_onnx_kernels_are_stored_as_float16_and_compute_the_mirrors_function(tiny_bundle):
+    """The exporter rounds the large weight tensors to float16 values in both networks and stores
+    them as float16 in the ONNX files; onnxruntime then computes what the Keras mirror computes."""
+    import keras
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, numpy_helper
+
+    from export.onnx import HALF_MIN_SIZE
+
+    proto = onnx.load(str(tiny_bundle / "generator.onnx"))
+    half = [i for i in proto.graph.initializer if i.data_type == TensorProto.FLOAT16]
+    assert half and all(numpy_helper.to_array(i).size >= HALF_MIN_SIZE for i in half)
+    assert not [i for i in proto.graph.initializer
+                if i.data_type == TensorProto.FLOAT and numpy_helper.to_array(i).size >= HALF_MIN_SIZE]
+    mirror = keras.models.load_model(tiny_bundle / "generator.keras", compile=False)
+    for w in mirror.get_weights():
+        if w.size >= HALF_MIN_SIZE:
+            np.testing.assert_array_equal(w.astype(np.float16).astype(np.float32), w)
+    y = np.random.default_rng(0).normal(size=(3,) + tuple(mirror.input_shape[1:])).astype(np.float32)
+    sess = ort.InferenceSession(str(tiny_bundle / "generator.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"latent": y})[0], mirror(y).numpy(), atol=1e-5)
