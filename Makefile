@@ -76,10 +76,9 @@ train-airplane train-automobile train-flowers: train-%: install
 # Earlier rounds, at a smaller adversarial weight (--w-adv-rd 2): three cosine cycles, 12000 steps,
 # then twice 4000 more (`FT_STEPS=4000`), each from the previous cycle's exported bundle (curves:
 # docs/training/*_ft2*). The last round trains the rate under the coder's 8 entropy contexts
-# (--rate-contexts 8): automobile one 8000-step cycle (`FT_STEPS=8000`); airplane one 9000-step
+# (--rate-contexts 8): automobile one 8000-step cycle (`FT_STEPS=8000`), flowers one of 4000; airplane one 9000-step
 # cycle that also added a residual block to its encoder and generator (curves: *_ctx*, *_blk*).
-# A bundle is continued with the flags it was trained with (they are in FT_ARGS); flowers, still
-# factorized, would start its contexts from its channels' densities.
+# A bundle is continued with the flags it was trained with (they are in FT_ARGS).
 FT_STEPS ?= 12000
 FT_LR ?= 1e-4
 FT_ARGS := --w-adv-rd 2 --rate-contexts 8
