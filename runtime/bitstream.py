@@ -109,6 +109,23 @@ class Header:
         return out
 
 
+# Files users pass to the decoder by mistake, by their leading bytes (named in the error only when
+# a file fails to decode, so no real latent.bin is ever refused for its first bytes).
+IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+                    (b"GIF8", "a GIF image"), (b"BM", "a BMP image"), (b"II*\x00", "a TIFF image"),
+                    (b"MM\x00*", "a TIFF image"))
+
+
+def foreign_format(data: bytes) -> str | None:
+    """What a file that is not a latent.bin probably is ("a PNG image", "a WebP image", …), or None."""
+    data = bytes(data[:16])
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "a WebP image"
+    if data[4:12] in (b"ftypavif", b"ftypavis"):
+        return "an AVIF image"
+    return next((name for magic, name in IMAGE_SIGNATURES if data.startswith(magic)), None)
+
+
 def read_header(data: bytes) -> Header:
     """Parse the header; structural checks only (length, version, size caps), not the CRC."""
     if not isinstance(data, (bytes, bytearray, memoryview)):

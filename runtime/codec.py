@@ -417,8 +417,20 @@ def decode_file_bytes(data: bytes, model=None, threads: int = 1) -> tuple[np.nda
     """Decode latent.bin bytes, finding the bundle by the id in the header unless ``model`` is given.
 
     A forced ``model`` must still match the file's id: a file from model A is never decoded by B.
-    A WebP payload needs no bundle (returned bundle None unless ``model`` is given).
+    A WebP payload needs no bundle (returned bundle None unless ``model`` is given). A file that
+    fails to decode and starts like an image file (a PNG passed by mistake) is named as such.
     """
+    try:
+        return _decode_file_bytes(data, model, threads)
+    except CodecError as exc:
+        foreign = bitstream.foreign_format(data) if isinstance(data, (bytes, bytearray, memoryview)) else None
+        if foreign:
+            raise CodecError(f"this is {foreign}, not a latent.bin (decode reads the files that encode "
+                             "writes)") from None
+        raise exc from None
+
+
+def _decode_file_bytes(data: bytes, model, threads: int) -> tuple[np.ndarray, Bundle | None]:
     header = bitstream.read_header(data)
     if model is not None:
         bundle = model if isinstance(model, Bundle) else find_bundle(model, threads)

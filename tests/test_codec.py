@@ -380,3 +380,21 @@ def test_decode_imports_no_tensorflow(models_env):
 
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("fmt, name", [("PNG", "a PNG image"), ("JPEG", "a JPEG image"), ("WEBP", "a WebP image")])
+def test_an_image_passed_to_the_decoder_is_named(fmt, name, tiny_bundle):
+    """A PNG's first byte passes the version check (0x89 = 0b10…): the error must still say what
+    the file is, not blame a missing model; a real file decodes as before."""
+    import io
+
+    from runtime.codec import Codec, decode_file_bytes
+
+    buf = io.BytesIO()
+    Image.fromarray(synthetic_images(1, 16)[0]).save(buf, format=fmt)
+    with pytest.raises(CodecError, match=f"this is {name}, not a latent.bin"):
+        decode_file_bytes(buf.getvalue())
+    codec = Codec(tiny_bundle)
+    data = codec.compress([synthetic_images(1, 16)[0]], level=1, steps=0)[0].data
+    image, _ = decode_file_bytes(data, tiny_bundle)
+    assert image.shape == (16, 16, 3)
