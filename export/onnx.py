@@ -10,9 +10,10 @@ of probabilities); save ``generator.keras`` (the TF mirror, loadable with Keras 
 it with tf2onnx to ``generator.onnx`` (input ``latent`` [N, H, W, C] = symbols × inverse gains,
 output ``image`` [N, S, S, 3], dynamic batch); the same for the encoder (``image`` -> unscaled
 ``latent``); ``rate.npz`` holds the float gains, λ and the training density (encoder side only:
-refinement's rate term). The networks' kernels are rounded to float16 values and stored as float16
-in the ONNX files (half their size; the TF mirrors hold the same rounded values). Check parity (onnxruntime CPU vs TensorFlow, max abs difference ≤ 1e-4),
-measure bytes and PSNR per level on the validation split, and write ``manifest.json``. Everything
+refinement's rate term). The networks' kernels are rounded to float16 values and stored as
+float16 in the ONNX files (half their size; the TF mirrors hold the same rounded values). Check
+parity (onnxruntime CPU vs TensorFlow, max abs difference ≤ 1e-4), measure bytes and PSNR per
+level on the validation split, and write ``manifest.json``. Everything
 is written into a temporary directory that is renamed into place only when all checks pass, so a
 failure leaves no partial bundle.
 

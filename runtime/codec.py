@@ -422,12 +422,12 @@ def decode_file_bytes(data: bytes, model=None, threads: int = 1) -> tuple[np.nda
     """
     try:
         return _decode_file_bytes(data, model, threads)
-    except CodecError as exc:
+    except CodecError:
         foreign = bitstream.foreign_format(data) if isinstance(data, (bytes, bytearray, memoryview)) else None
         if foreign:
             raise CodecError(f"this is {foreign}, not a latent.bin (decode reads the files that encode "
                              "writes)") from None
-        raise exc from None
+        raise
 
 
 def _decode_file_bytes(data: bytes, model, threads: int) -> tuple[np.ndarray, Bundle | None]:

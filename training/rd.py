@@ -335,19 +335,17 @@ def warm_start(bundle_dir, encoder, generator, rate: RateModel) -> None:
                          f"{trained} trained levels")
     for model, name in ((encoder, ENCODER_KERAS), (generator, GENERATOR_KERAS)):
         source = keras.models.load_model(bundle.path(name), compile=False)
+        own = {layer.name: layer for layer in model.layers}
         for layer in source.layers:  # by name: layers this run adds (residual blocks) keep their init
             theirs = layer.get_weights()
+            ours = own[layer.name].get_weights() if layer.name in own else None
             if not theirs:
                 continue
-            try:
-                ours = model.get_layer(layer.name).get_weights()
-            except ValueError:
-                ours = None
             if ours is None or len(theirs) != len(ours) or any(
                     len(a.shape) != len(b.shape) or any(i > j for i, j in zip(a.shape, b.shape))
                     for a, b in zip(theirs, ours)):
                 raise CodecError(f"--init-from {bundle_dir}: its {name} has another architecture than this run")
-            model.get_layer(layer.name).set_weights([_grow(a, b) for a, b in zip(theirs, ours)])
+            own[layer.name].set_weights([_grow(a, b) for a, b in zip(theirs, ours)])
     pick = slice(None, None, SUBLEVELS)
     rate.log_gain.assign(_grow_mean(np.log(bundle.rate["gains"][pick]), rate.log_gain.shape))
     rate.log_inv_gain.assign(_grow_mean(np.log(bundle.entropy.inv_gains[pick]), rate.log_inv_gain.shape))
