@@ -1,0 +1,579 @@
+"""Rate–distortion training on a machine that has PyTorch and a CUDA GPU but no TensorFlow.
+
+The project trains with TensorFlow (``training.rd``). The GPU machine the ``device`` tool lends
+holds PyTorch, not TensorFlow, and takes at most 64 MiB of files per call, so a GPU cycle runs in
+three steps:
+
+``pack`` (here, TensorFlow)
+    builds the run's Keras encoder and generator exactly as ``training.train --init-from BUNDLE``
+    does (same flags), and writes one ``.npz``: their weights by layer name (rounded to
+    float16 as the export rounds them, and stored so), the rate model (gains and
+    context densities), the training images as one lossless WebP mosaic, validation images, the
+    config, and reference outputs of the Keras networks and rate for the parity check.
+``train`` (the GPU machine, PyTorch only: no module of this project that imports TensorFlow)
+    rebuilds the networks in PyTorch from the pack, checks them against the reference outputs
+    (encoder, generator and bits; aborts above :data:`PARITY_TOL`), then runs ``training.rd``'s
+    loss for a wall-clock budget with the learning rates on a cosine over that time (the step count
+    is not known in advance), evaluates per level on the validation images every
+    ``--eval-seconds`` and keeps the best by the same score as ``training.rd``. It writes the best
+    weights and the logs as one ``.npz``.
+``unpack`` (here, TensorFlow)
+    writes a run directory that ``export.onnx`` reads (``config.json``, ``best/``, ``log.csv``,
+    ``val.csv``, ``summary.json``, ``curves.png``), re-evaluating the selected weights in
+    Keras, so ``make export-NAME RUN=gpu`` ships it as any CPU run.
+
+The PyTorch networks mirror :mod:`training.rd` and :mod:`runtime.layers` layer by layer (TF's
+"same" padding of stride-2 and transposed convolutions included), checked at every ``train``.
+
+CLI::
+
+    python -m training.gpu pack --data PATH.npz --init-from models/NAME --out gpu/NAME.npz [flags]
+    python -m training.gpu train gpu/NAME.npz --seconds 480 --out OUT.npz
+    python -m training.gpu unpack OUT.npz --run runs/gpu-NAME
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+PARITY_TOL = 2e-3  # max |Δ| in [-1, 1] image units / latent units; relative 1e-3 for bits
+MOSAIC_COLS = 50
+LEAK = 0.2
+MSE_SCALE = 127.5**2  # as runtime.inversion.MSE_SCALE (not imported there: it imports TensorFlow)
+
+
+# --- pack (TensorFlow) ---------------------------------------------------------------------------
+
+def _mosaic(images: np.ndarray) -> bytes:
+    from PIL import Image
+
+    n, s = len(images), images.shape[1]
+    rows = (n + MOSAIC_COLS - 1) // MOSAIC_COLS
+    pad = np.zeros((rows * MOSAIC_COLS, s, s, 3), np.uint8)
+    pad[:n] = images
+    grid = pad.reshape(rows, MOSAIC_COLS, s, s, 3).transpose(0, 2, 1, 3, 4).reshape(rows * s, MOSAIC_COLS * s, 3)
+    buf = io.BytesIO()
+    Image.fromarray(grid).save(buf, "WEBP", lossless=True, quality=100, method=6)
+    return buf.getvalue()
+
+
+def _unmosaic(data: bytes, n: int, s: int) -> np.ndarray:
+    from PIL import Image
+
+    grid = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    rows = grid.shape[0] // s
+    return grid.reshape(rows, s, MOSAIC_COLS, s, 3).transpose(0, 2, 1, 3, 4).reshape(-1, s, s, 3)[:n]
+
+
+def pack(cfg, out: Path, ref_images: int = 8) -> dict:
+    """Write the pack of a resolved ``TrainConfig`` with ``init_from`` set (see the module doc)."""
+    import keras
+    import tensorflow as tf
+
+    from export.onnx import round_weights_to_half
+    from runtime.images import to_unit_range
+    from training.data import load_dataset
+    from training.rd import RateModel, build_rd_models, lambdas, warm_start
+
+    keras.utils.set_random_seed(cfg.seed)
+    encoder, generator = build_rd_models(cfg)
+    rate = RateModel(cfg.channels, cfg.levels, contexts=cfg.rate_contexts)
+    warm_start(cfg.init_from, encoder, generator, rate)
+    round_weights_to_half(encoder)  # as the export will: the pack stores them in half the bytes
+    round_weights_to_half(generator)
+    arrays = {}
+    for tag, model in (("encoder", encoder), ("generator", generator)):
+        for layer in model.layers:
+            for i, w in enumerate(layer.get_weights()):
+                half = np.array_equal(w.astype(np.float16).astype(np.float32), w)
+                arrays[f"w/{tag}/{layer.name}/{i}"] = w.astype(np.float16) if half else w
+    for key, value in rate.numpy_state().items():
+        arrays[f"rate/{key}"] = value
+    arrays["rate/lambdas"] = lambdas(cfg.levels, (cfg.lam_min, cfg.lam_max))
+    train_u8, val_u8 = load_dataset(cfg.data, cfg.image_size, cfg.seed)
+    arrays["train_webp"] = np.frombuffer(_mosaic(train_u8), np.uint8)
+    arrays["train_count"] = np.array(len(train_u8))
+    arrays["val"] = val_u8[: cfg.eval_images]
+    # reference outputs for the parity check
+    x = to_unit_range(val_u8[:ref_images])
+    y = encoder(x, training=False).numpy()
+    mid = cfg.levels // 2
+    gain, inv_gain = (v.numpy() for v in rate.gains(tf.fill([ref_images], mid)))
+    q = np.round(y * gain[:, None, None, :]).astype(np.float32)
+    arrays["ref/x"] = x
+    arrays["ref/y"] = y
+    arrays["ref/level"] = np.array(mid)
+    arrays["ref/image"] = generator(q * inv_gain[:, None, None, :], training=False).numpy()
+    arrays["ref/bits"] = rate.bits(q, gain[:, None, None, :], q).numpy()
+    arrays["config"] = np.frombuffer(json.dumps(dataclasses.asdict(cfg)).encode(), np.uint8)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(out)
+    return {"file": str(out), "bytes": out.stat().st_size, "train": len(train_u8)}
+
+
+# --- the PyTorch mirror (GPU machine) ------------------------------------------------------------
+
+def _torch_modules():
+    """The PyTorch classes, defined on first use so that importing this module needs no torch."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    def same_pad(n: int, k: int, s: int) -> tuple[int, int]:
+        total = max((math.ceil(n / s) - 1) * s + k - n, 0)
+        return total // 2, total - total // 2
+
+    class Conv(nn.Module):
+        """Keras Conv2D with padding="same" (TF's asymmetric padding for even sizes)."""
+
+        def __init__(self, cin, cout, k, stride=1):
+            super().__init__()
+            self.k, self.stride = k, stride
+            self.weight = nn.Parameter(torch.empty(cout, cin, k, k))
+            self.bias = nn.Parameter(torch.zeros(cout))
+            nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+
+        def forward(self, x):
+            ph = same_pad(x.shape[2], self.k, self.stride)
+            pw = same_pad(x.shape[3], self.k, self.stride)
+            x = F.pad(x, (pw[0], pw[1], ph[0], ph[1]))
+            return F.conv2d(x, self.weight, self.bias, stride=self.stride)
+
+        def load_keras(self, kernel, bias):  # (kh, kw, in, out)
+            self.weight.data.copy_(torch.as_tensor(kernel).permute(3, 2, 0, 1))
+            self.bias.data.copy_(torch.as_tensor(bias))
+
+        def keras(self):
+            return [self.weight.detach().permute(2, 3, 1, 0).cpu().numpy(), self.bias.detach().cpu().numpy()]
+
+    class Deconv(nn.Module):
+        """Keras Conv2DTranspose with padding="same": output = input × stride, the full transposed
+        convolution cropped as TF crops it."""
+
+        def __init__(self, cin, cout, k, stride=2):
+            super().__init__()
+            self.k, self.stride = k, stride
+            self.weight = nn.Parameter(torch.empty(cin, cout, k, k))
+            self.bias = nn.Parameter(torch.zeros(cout))
+            nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+
+        def forward(self, x):
+            h, w = x.shape[2] * self.stride, x.shape[3] * self.stride
+            full = F.conv_transpose2d(x, self.weight, self.bias, stride=self.stride)
+            th, tw = max(self.k - self.stride, 0), max(self.k - self.stride, 0)
+            return full[:, :, th // 2: th // 2 + h, tw // 2: tw // 2 + w]
+
+        def load_keras(self, kernel, bias):  # (kh, kw, out, in)
+            self.weight.data.copy_(torch.as_tensor(kernel).permute(3, 2, 0, 1))
+            self.bias.data.copy_(torch.as_tensor(bias))
+
+        def keras(self):
+            return [self.weight.detach().permute(2, 3, 1, 0).cpu().numpy(), self.bias.detach().cpu().numpy()]
+
+    class GDN(nn.Module):
+        """runtime.layers.GDN over channels (NCHW here)."""
+
+        def __init__(self, c, inverse=False):
+            super().__init__()
+            self.inverse = inverse
+            self.beta_raw = nn.Parameter(torch.zeros(c))
+            self.gamma_raw = nn.Parameter(torch.zeros(c, c))
+
+        def forward(self, x):
+            beta = F.softplus(self.beta_raw) + 1e-6
+            gamma = F.softplus(self.gamma_raw)
+            norm = torch.sqrt(torch.einsum("nchw,cd->ndhw", x * x, gamma) + beta[None, :, None, None])
+            return x * norm if self.inverse else x / norm
+
+        def load_keras(self, beta_raw, gamma_raw):
+            self.beta_raw.data.copy_(torch.as_tensor(beta_raw))
+            self.gamma_raw.data.copy_(torch.as_tensor(gamma_raw))
+
+        def keras(self):
+            return [self.beta_raw.detach().cpu().numpy(), self.gamma_raw.detach().cpu().numpy()]
+
+    class Net(nn.Module):
+        """A chain of named layers as in the Keras model: ('name', module | 'lrelu' | 'tanh' |
+        ('res', a, b))."""
+
+        def __init__(self, spec):
+            super().__init__()
+            self.spec = spec
+            named = {name: m for name, m in spec if isinstance(m, nn.Module)}
+            for _, m in spec:  # a residual block's two convolutions
+                if isinstance(m, tuple):
+                    named.update({m[1]: m[3], m[2]: m[4]})
+            self.layers = nn.ModuleDict(named)
+
+        def forward(self, x):
+            for name, m in self.spec:
+                if isinstance(m, nn.Module):
+                    x = self.layers[name](x)
+                elif m == "tanh":
+                    x = torch.tanh(x)
+                elif m == "lrelu":
+                    x = F.leaky_relu(x, LEAK)
+                else:  # ("res", a, b, ...): x + b(lrelu(a(x)))
+                    a, b = m[1], m[2]
+                    x = x + self.layers[b](F.leaky_relu(self.layers[a](x), LEAK))
+            return x
+
+    def residual(spec, name, w):
+        a, b = Conv(w, w, 3), Conv(w, w, 3)
+        nn.init.zeros_(b.weight)
+        spec.append((f"{name}add", ("res", f"{name}a", f"{name}b", a, b)))
+
+    def encoder(cfg):
+        spec, cin = [], 3
+        for i, w in enumerate(cfg["rd_e_widths"], start=1):
+            spec += [(f"conv{i}", Conv(cin, w, 5, 2)), (f"gdn{i}", GDN(w))]
+            cin = w
+        for b in range(1, cfg["rd_e_blocks"] + 1):
+            residual(spec, f"eres{b}", cin)
+        spec.append(("latent", Conv(cin, cfg["channels"], 5, 2)))
+        return Net(spec)
+
+    def generator(cfg):
+        spec, cin = [], cfg["channels"]
+        for i, w in enumerate(cfg["rd_g_widths"], start=1):
+            spec += [(f"deconv{i}", Deconv(cin, w, 5, 2)), (f"igdn{i}", GDN(w, inverse=True))]
+            cin = w
+            if i == 1:
+                for b in range(1, cfg["rd_g_blocks"] + 1):
+                    residual(spec, f"gres{b}", w)
+        spec += [("image", Deconv(cin, 3, 5, 2)), ("tanh", "tanh")]
+        return Net(spec)
+
+    class Discriminator(nn.Module):
+        def __init__(self, widths, size):
+            super().__init__()
+            convs, cin = [], 3
+            for w in widths:
+                convs.append(Conv(cin, w, 4, 2))
+                cin = w
+            self.convs = nn.ModuleList(convs)
+            s = size // 2 ** len(widths)
+            self.logit = nn.Linear(cin * s * s, 1)
+
+        def forward(self, x):
+            for c in self.convs:
+                x = F.leaky_relu(c(x), LEAK)
+            return self.logit(x.flatten(1))
+
+    class Rate(nn.Module):
+        """training.rd.RateModel: gains and the per-(channel, context) logistic mixtures."""
+
+        def __init__(self, state):
+            super().__init__()
+            for key in ("log_gain", "log_inv_gain", "mix_logits", "means", "log_scales"):
+                setattr(self, key, nn.Parameter(torch.as_tensor(np.asarray(state[key], np.float32))))
+            self.contexts = 1 if self.means.dim() == 2 else self.means.shape[1]
+
+        def gains(self, level):
+            return torch.exp(self.log_gain[level]), torch.exp(self.log_inv_gain[level])
+
+        def bits(self, q, gain, symbols):
+            """Per-image bits of scaled latents q (N, H, W, C), gain broadcastable."""
+            params = (self.mix_logits, self.means, self.log_scales)
+            if self.contexts > 1:
+                ctx = context_of(symbols, self.contexts)
+                ch = torch.arange(q.shape[-1], device=q.device)
+                params = tuple(p[ch, ctx] for p in params)  # (N, H, W, C, MIX)
+            mix_logits, means, log_scales = params
+            upper, lower = ((q + 0.5) / gain)[..., None], ((q - 0.5) / gain)[..., None]
+            s = torch.exp(log_scales)
+            a, b = (upper - means) / s, (lower - means) / s
+            sign = -torch.sign(a + b)
+            sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+            mass = torch.abs(torch.sigmoid(sign * a) - torch.sigmoid(sign * b))
+            p = torch.clamp((torch.softmax(mix_logits, -1) * mass).sum(-1), min=1e-9)
+            return (-torch.log(p)).sum(dim=(1, 2, 3)) / math.log(2.0)
+
+        def state(self):
+            return {k: getattr(self, k).detach().cpu().numpy()
+                    for k in ("log_gain", "log_inv_gain", "mix_logits", "means", "log_scales")}
+
+    def context_of(symbols, k):
+        """training.rd.context_of (runtime.entropy.contexts, every channel coded)."""
+        nonzero = (symbols != 0).long()
+        z = torch.cumsum(nonzero, -1) - nonzero
+        m = torch.arange(symbols.shape[-1], device=symbols.device)
+        return torch.where(m > 0, torch.clamp((k * z) // torch.clamp(m, min=1), max=k - 1), torch.zeros_like(z))
+
+    return {"encoder": encoder, "generator": generator, "Discriminator": Discriminator, "Rate": Rate,
+            "context_of": context_of}
+
+
+def _load_weights(net, arrays: dict, tag: str) -> None:
+    names = {key.split("/")[2] for key in arrays if key.startswith(f"w/{tag}/")}
+    own = set(net.layers.keys())
+    if names != own:
+        raise SystemExit(f"pack's {tag} layers {sorted(names)} differ from the mirror's {sorted(own)}")
+    for name in own:
+        count = sum(1 for key in arrays if key.startswith(f"w/{tag}/{name}/"))
+        net.layers[name].load_keras(*[np.asarray(arrays[f"w/{tag}/{name}/{i}"], np.float32) for i in range(count)])
+
+
+def _weights_out(net, tag: str) -> dict:
+    return {f"w/{tag}/{name}/{i}": w for name, layer in net.layers.items() for i, w in enumerate(layer.keras())}
+
+
+def train(pack_path: Path, seconds: float, out: Path, eval_seconds: float = 60.0, batch: int | None = None,
+          lr: float | None = None, device: str | None = None) -> dict:
+    """The GPU cycle (see the module doc); returns the summary it also stores in ``out``."""
+    import torch
+    from torch.nn import functional as F
+
+    t_start = time.perf_counter()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    with np.load(pack_path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    cfg = json.loads(arrays["config"].tobytes())
+    torch.manual_seed(cfg["seed"])
+    T = _torch_modules()
+    enc, gen = T["encoder"](cfg).to(dev), T["generator"](cfg).to(dev)
+    _load_weights(enc, arrays, "encoder")
+    _load_weights(gen, arrays, "generator")
+    rate = T["Rate"]({k[5:]: v for k, v in arrays.items() if k.startswith("rate/") and k != "rate/lambdas"}).to(dev)
+    disc = T["Discriminator"](cfg["rd_d_widths"], cfg["image_size"]).to(dev)
+    lams = torch.as_tensor(arrays["rate/lambdas"], device=dev)
+
+    def nchw(a):
+        return torch.as_tensor(np.asarray(a, np.float32), device=dev).permute(0, 3, 1, 2).contiguous()
+
+    # parity with the Keras networks the pack was made from
+    with torch.no_grad():
+        x_ref = nchw(arrays["ref/x"])
+        y = enc(x_ref).permute(0, 2, 3, 1)
+        lev = torch.full((len(x_ref),), int(arrays["ref/level"]), device=dev)
+        gain, inv_gain = (g[:, None, None, :] for g in rate.gains(lev))
+        q = torch.as_tensor(np.round(arrays["ref/y"] * gain.cpu().numpy()).astype(np.float32), device=dev)
+        img = gen((q * inv_gain).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        bits = rate.bits(q, gain, q)
+    parity = {"encoder": float(np.abs(y.cpu().numpy() - arrays["ref/y"]).max()),
+              "generator": float(np.abs(img.cpu().numpy() - arrays["ref/image"]).max()),
+              "bits_rel": float(np.abs(bits.cpu().numpy() / arrays["ref/bits"] - 1).max())}
+    print("parity", json.dumps(parity), flush=True)
+    if max(parity["encoder"], parity["generator"]) > PARITY_TOL or parity["bits_rel"] > 1e-3:
+        raise SystemExit(f"the PyTorch mirror does not match the pack's Keras networks: {parity}")
+
+    S = cfg["image_size"]
+    train_u8 = _unmosaic(arrays["train_webp"].tobytes(), int(arrays["train_count"]), S)
+    data = torch.as_tensor(train_u8, device=dev).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    val_u8 = arrays["val"]
+    val_x = nchw(val_u8.astype(np.float32) / 127.5 - 1.0)
+    B = int(batch or cfg["batch"])
+    base_lr = float(lr or cfg["lr"])
+    L, pixels = int(cfg["levels"]), float(S * S)
+    g_params = list(enc.parameters()) + list(gen.parameters())
+    g_opt = torch.optim.Adam(g_params, lr=base_lr, eps=1e-7)
+    r_opt = torch.optim.Adam(rate.parameters(), lr=10 * base_lr, eps=1e-7)
+    d_opt = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.999), eps=1e-7)
+    w_adv = float(cfg["w_adv_rd"])
+
+    def cosine(frac):  # keras CosineDecay(alpha=0.05) over the wall-clock budget
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+
+    def evaluate():
+        with torch.no_grad():
+            yv = enc(val_x).permute(0, 2, 3, 1)
+            row, score = {}, 0.0
+            for lev in range(L):
+                g, ig = (v[:, None, None, :] for v in rate.gains(torch.full((len(val_x),), lev, device=dev)))
+                q = torch.round(yv * g)
+                b = rate.bits(q, g, q)
+                out = gen((q * ig).permute(0, 3, 1, 2))
+                u8 = torch.clamp(torch.round((out + 1) * 127.5), 0, 255).permute(0, 2, 3, 1).cpu().numpy()
+                mse_i = ((u8.astype(np.float64) - val_u8) ** 2).mean(axis=(1, 2, 3))
+                row[f"bytes{lev}"] = float(b.mean()) / 8
+                row[f"psnr{lev}"] = float(np.mean(10 * np.log10(255.0**2 / np.maximum(mse_i, 1e-10))))
+                score += float(b.mean()) / pixels + float(lams[lev]) * float(mse_i.mean())
+            row["score"] = score / L
+        return row
+
+    budget = seconds - (time.perf_counter() - t_start) - 15.0  # leave time to write the result
+    log, val, best, step = [], [], None, 0
+    t0 = time.perf_counter()
+    next_eval, t_log, n_log = eval_seconds, t0, 0
+    sums = {}
+    while True:
+        elapsed = time.perf_counter() - t0
+        if elapsed >= budget:
+            break
+        f = cosine(elapsed / budget)
+        for group in g_opt.param_groups:
+            group["lr"] = base_lr * f
+        for group in r_opt.param_groups:
+            group["lr"] = 10 * base_lr * f
+        idx = torch.randint(0, len(data), (B,), device=dev)
+        x = data[idx]
+        flip = torch.rand(B, device=dev) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        level = torch.randint(0, L, (B,), device=dev)
+        lam = lams[level]
+        gain, inv_gain = (g[:, None, None, :] for g in rate.gains(level))
+        ys = enc(x).permute(0, 2, 3, 1) * gain
+        noisy = ys + torch.rand_like(ys) - 0.5
+        bpp = rate.bits(noisy, gain, torch.round(ys).detach()) / pixels
+        yq = ys + (torch.round(ys) - ys).detach()
+        fake = gen((yq * inv_gain).permute(0, 3, 1, 2))
+        mse = ((fake - x) ** 2).mean(dim=(1, 2, 3)) * MSE_SCALE
+        adv = F.softplus(-disc(fake))[:, 0]
+        loss = (bpp + lam * (mse + w_adv * adv)).mean()
+        g_opt.zero_grad(set_to_none=True)
+        r_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        g_opt.step()
+        r_opt.step()
+        d_loss = (F.softplus(-disc(x))[:, 0] + F.softplus(disc(fake.detach()))[:, 0]).mean()
+        d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        d_opt.step()
+        step += 1
+        for k, v in (("loss", loss), ("bpp", bpp.mean()), ("mse", mse.mean()), ("adv", adv.mean()), ("d_loss", d_loss)):
+            sums[k] = sums.get(k, 0.0) + v.detach()
+        n_log += 1
+        if step % 200 == 0:
+            now = time.perf_counter()
+            row = {"step": step, **{k: float(v) / n_log for k, v in sums.items()},
+                   "s_per_step": (now - t_log) / n_log}
+            if not math.isfinite(row["loss"]):
+                raise SystemExit(f"training diverged at step {step}: {row}")
+            log.append(row)
+            sums, n_log, t_log = {}, 0, now
+        if elapsed >= next_eval:
+            next_eval += eval_seconds
+            row = {"step": step, **evaluate()}
+            val.append(row)
+            print(f"{elapsed:.0f}s step {step}: score {row['score']:.4f} " + " ".join(
+                f"{row[f'bytes{lev}']:.0f}B/{row[f'psnr{lev}']:.2f}" for lev in range(L)), flush=True)
+            if best is None or row["score"] < best[0]["score"]:
+                best = (row, {**_weights_out(enc, "encoder"), **_weights_out(gen, "generator"),
+                              **{f"rate/{k}": v for k, v in rate.state().items()}})
+    row = {"step": step, **evaluate()}
+    val.append(row)
+    print(f"final step {step}: score {row['score']:.4f}", flush=True)
+    if best is None or row["score"] < best[0]["score"]:
+        best = (row, {**_weights_out(enc, "encoder"), **_weights_out(gen, "generator"),
+                      **{f"rate/{k}": v for k, v in rate.state().items()}})
+    timing = log[-1]["s_per_step"] if log else None
+    summary = {"steps": step, "selected_step": best[0]["step"], "seconds_per_step": timing, "batch": B,
+               "lr": base_lr, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+               "torch": torch.__version__, "parity": parity}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez(tmp, **best[1], **{"rate/lambdas": arrays["rate/lambdas"], "config": arrays["config"]},
+             log=np.frombuffer(json.dumps(log).encode(), np.uint8),
+             val=np.frombuffer(json.dumps(val).encode(), np.uint8),
+             summary=np.frombuffer(json.dumps(summary).encode(), np.uint8))
+    tmp.replace(out)
+    print("summary", json.dumps(summary), flush=True)
+    return summary
+
+
+# --- unpack (TensorFlow) -------------------------------------------------------------------------
+
+def unpack(result: Path, run: Path) -> dict:
+    """Write a run directory that ``export.onnx`` reads from a ``train`` result."""
+    import tensorflow as tf
+
+    from runtime.errors import CodecError
+    from training.rd import RateModel, build_rd_models, plot_rd_curves
+    from training.train import TrainConfig, _append_csv, save_best, save_config
+
+    if (run / "config.json").exists():
+        raise CodecError(f"{run} already holds a run; choose another --run")
+    with np.load(result, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    summary = json.loads(arrays["summary"].tobytes())
+    cfg = TrainConfig(**json.loads(arrays["config"].tobytes()))
+    cfg.steps, cfg.batch, cfg.lr = int(summary["steps"]), int(summary["batch"]), float(summary["lr"])
+    cfg.out = str(run)
+    encoder, generator = build_rd_models(cfg)
+    for tag, model in (("encoder", encoder), ("generator", generator)):
+        for layer in model.layers:
+            n = len(layer.get_weights())
+            if n:
+                layer.set_weights([arrays[f"w/{tag}/{layer.name}/{i}"] for i in range(n)])
+    rate = RateModel(cfg.channels, cfg.levels, contexts=cfg.rate_contexts)
+    for key in ("log_gain", "log_inv_gain", "mix_logits", "means", "log_scales"):
+        getattr(rate, key).assign(arrays[f"rate/{key}"])
+    save_config(cfg, run)
+    for row in json.loads(arrays["log"].tobytes()):
+        _append_csv(run / "log.csv", row)
+    for row in json.loads(arrays["val"].tobytes()):
+        _append_csv(run / "val.csv", row)
+    best = next(r for r in json.loads(arrays["val"].tobytes()) if r["step"] == summary["selected_step"])
+
+    def write(tmp):
+        generator.save_weights(tmp / "generator.weights.h5")
+        encoder.save_weights(tmp / "encoder.weights.h5")
+        np.savez(tmp / "rate.npz", lambdas=arrays["rate/lambdas"], **rate.numpy_state())
+
+    save_best(run, best, write)
+    (run / "summary.json").write_text(json.dumps({"run": str(run), "steps": cfg.steps, "best": best,
+                                                  "trained_on": summary}, indent=2))
+    plot_rd_curves(run)
+    del tf
+    return {"run": str(run), "steps": cfg.steps, "selected_step": best["step"], "score": best["score"]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.gpu", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pk = sub.add_parser("pack", help="(TensorFlow) pack a warm-started run for the GPU machine")
+    pk.add_argument("--data", required=True)
+    pk.add_argument("--init-from", required=True, metavar="BUNDLE")
+    pk.add_argument("--out", required=True, type=Path)
+    pk.add_argument("--batch", type=int, default=64)
+    pk.add_argument("--lr", type=float, default=1e-4)
+    pk.add_argument("--eval-images", type=int, default=256)
+    pk.add_argument("--lam-max", type=float, default=0.2)
+    pk.add_argument("--w-adv-rd", type=float, default=2.0)
+    pk.add_argument("--rate-contexts", type=int, default=8)
+    pk.add_argument("--rd-g-blocks", type=int, default=0)
+    pk.add_argument("--rd-e-blocks", type=int, default=0)
+    tr = sub.add_parser("train", help="(PyTorch) train a pack for a wall-clock budget")
+    tr.add_argument("pack", type=Path)
+    tr.add_argument("--seconds", type=float, required=True)
+    tr.add_argument("--out", required=True, type=Path)
+    tr.add_argument("--eval-seconds", type=float, default=60.0)
+    tr.add_argument("--batch", type=int, default=None)
+    tr.add_argument("--lr", type=float, default=None)
+    tr.add_argument("--device", default=None)
+    up = sub.add_parser("unpack", help="(TensorFlow) turn a GPU result into a run directory for export")
+    up.add_argument("result", type=Path)
+    up.add_argument("--run", required=True, type=Path)
+    a = p.parse_args(argv)
+    if a.cmd == "train":
+        print(json.dumps(train(a.pack, a.seconds, a.out, a.eval_seconds, a.batch, a.lr, a.device)))
+        return 0
+    from runtime.errors import run_cli
+    from runtime.quiet import quiet_tensorflow
+
+    quiet_tensorflow(False)
+    if a.cmd == "pack":
+        from training.train import TrainConfig
+
+        cfg = TrainConfig(data=a.data, out="", batch=a.batch, lr=a.lr, eval_images=a.eval_images,
+                          lam_max=a.lam_max, w_adv_rd=a.w_adv_rd, rate_contexts=a.rate_contexts,
+                          rd_g_blocks=a.rd_g_blocks, rd_e_blocks=a.rd_e_blocks, init_from=a.init_from).resolved()
+        return run_cli(lambda: print(json.dumps(pack(cfg, a.out))))
+    return run_cli(lambda: print(json.dumps(unpack(a.result, a.run))))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
