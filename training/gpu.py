@@ -330,7 +330,7 @@ def _weights_out(net, tag: str) -> dict:
 
 
 def train(pack_path: Path, seconds: float, out: Path, eval_seconds: float = 60.0, batch: int | None = None,
-          lr: float | None = None, device: str | None = None) -> dict:
+          lr: float | None = None, device: str | None = None, reserve: float = 15.0) -> dict:
     """The GPU cycle (see the module doc); returns the summary it also stores in ``out``."""
     import torch
     from torch.nn import functional as F
@@ -404,7 +404,7 @@ def train(pack_path: Path, seconds: float, out: Path, eval_seconds: float = 60.0
             row["score"] = score / L
         return row
 
-    budget = seconds - (time.perf_counter() - t_start) - 15.0  # leave time to write the result
+    budget = seconds - (time.perf_counter() - t_start) - reserve  # leave time to write the result
     log, val, best, step = [], [], None, 0
     t0 = time.perf_counter()
     next_eval, t_log, n_log = eval_seconds, t0, 0
@@ -469,13 +469,20 @@ def train(pack_path: Path, seconds: float, out: Path, eval_seconds: float = 60.0
     if best is None or row["score"] < best[0]["score"]:
         best = (row, {**_weights_out(enc, "encoder"), **_weights_out(gen, "generator"),
                       **{f"rate/{k}": v for k, v in rate.state().items()}})
+    # what the selected networks compute, for unpack to check the way back into Keras
+    _load_weights(enc, best[1], "encoder")
+    _load_weights(gen, best[1], "generator")
+    with torch.no_grad():
+        check = {"check/x": arrays["ref/x"], "check/latent": arrays["ref/y"],
+                 "check/y": enc(nchw(arrays["ref/x"])).permute(0, 2, 3, 1).cpu().numpy(),
+                 "check/image": gen(nchw(arrays["ref/y"])).permute(0, 2, 3, 1).cpu().numpy()}
     timing = log[-1]["s_per_step"] if log else None
     summary = {"steps": step, "selected_step": best[0]["step"], "seconds_per_step": timing, "batch": B,
                "lr": base_lr, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                "torch": torch.__version__, "parity": parity}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez(tmp, **best[1], **{"rate/lambdas": arrays["rate/lambdas"], "config": arrays["config"]},
+    np.savez(tmp, **best[1], **check, **{"rate/lambdas": arrays["rate/lambdas"], "config": arrays["config"]},
              log=np.frombuffer(json.dumps(log).encode(), np.uint8),
              val=np.frombuffer(json.dumps(val).encode(), np.uint8),
              summary=np.frombuffer(json.dumps(summary).encode(), np.uint8))
@@ -488,8 +495,6 @@ def train(pack_path: Path, seconds: float, out: Path, eval_seconds: float = 60.0
 
 def unpack(result: Path, run: Path) -> dict:
     """Write a run directory that ``export.onnx`` reads from a ``train`` result."""
-    import tensorflow as tf
-
     from runtime.errors import CodecError
     from training.rd import RateModel, build_rd_models, plot_rd_curves
     from training.train import TrainConfig, _append_csv, save_best, save_config
@@ -508,6 +513,11 @@ def unpack(result: Path, run: Path) -> dict:
             n = len(layer.get_weights())
             if n:
                 layer.set_weights([arrays[f"w/{tag}/{layer.name}/{i}"] for i in range(n)])
+    if "check/x" in arrays:
+        diff = max(float(np.abs(encoder(arrays["check/x"], training=False).numpy() - arrays["check/y"]).max()),
+                   float(np.abs(generator(arrays["check/latent"], training=False).numpy() - arrays["check/image"]).max()))
+        if diff > PARITY_TOL:
+            raise CodecError(f"{result}: the Keras networks differ from the trained PyTorch ones by {diff:.2g}")
     rate = RateModel(cfg.channels, cfg.levels, contexts=cfg.rate_contexts)
     for key in ("log_gain", "log_inv_gain", "mix_logits", "means", "log_scales"):
         getattr(rate, key).assign(arrays[f"rate/{key}"])
@@ -527,7 +537,6 @@ def unpack(result: Path, run: Path) -> dict:
     (run / "summary.json").write_text(json.dumps({"run": str(run), "steps": cfg.steps, "best": best,
                                                   "trained_on": summary}, indent=2))
     plot_rd_curves(run)
-    del tf
     return {"run": str(run), "steps": cfg.steps, "selected_step": best["step"], "score": best["score"]}
 
 
@@ -554,12 +563,14 @@ def main(argv=None) -> int:
     tr.add_argument("--batch", type=int, default=None)
     tr.add_argument("--lr", type=float, default=None)
     tr.add_argument("--device", default=None)
+    tr.add_argument("--reserve", type=float, default=15.0, help="seconds kept to write the result")
     up = sub.add_parser("unpack", help="(TensorFlow) turn a GPU result into a run directory for export")
     up.add_argument("result", type=Path)
     up.add_argument("--run", required=True, type=Path)
     a = p.parse_args(argv)
     if a.cmd == "train":
-        print(json.dumps(train(a.pack, a.seconds, a.out, a.eval_seconds, a.batch, a.lr, a.device)))
+        print(json.dumps(train(a.pack, a.seconds, a.out, a.eval_seconds, a.batch, a.lr, a.device,
+                               a.reserve)))
         return 0
     from runtime.errors import run_cli
     from runtime.quiet import quiet_tensorflow
