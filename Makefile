@@ -16,7 +16,7 @@ DATA_airplane := cifar10_airplane
 DATA_automobile := cifar10_automobile
 DATA_flowers := flowers64
 
-.PHONY: install browser web-runtime web web-demo test test-fast demo lint train-% finetune-% export-% export-all check-models bench bench-rd bench-table bench-speed bench-effort fuzz clean
+.PHONY: install browser web-runtime web web-demo test test-fast demo lint train-% finetune-% gpu-pack-% gpu-unpack-% export-% export-all check-models bench bench-rd bench-table bench-speed bench-effort fuzz clean
 
 install: $(STAMP)
 
@@ -78,15 +78,26 @@ train-airplane train-automobile train-flowers: train-%: install
 # docs/training/*_ft2*). The last round trains the rate under the coder's 8 entropy contexts
 # (--rate-contexts 8): automobile one 8000-step cycle (`FT_STEPS=8000`), flowers one of 4000; airplane one 9000-step
 # cycle that also added a residual block to its encoder and generator (curves: *_ctx*, *_blk*).
+# Then one GPU cycle each (training/gpu.py, below): airplane 23,484 steps, automobile 23,999 (adding a
+# residual block to its encoder and generator), flowers 7,865; batch 64, lr 1e-4 (curves: *_gpu*).
 # A bundle is continued with the flags it was trained with (they are in FT_ARGS).
 FT_STEPS ?= 12000
 FT_LR ?= 1e-4
 FT_ARGS := --w-adv-rd 2 --rate-contexts 8
 FT_ARGS_airplane := --lam-max 0.4 --rd-g-blocks 1 --rd-e-blocks 1
+FT_ARGS_automobile := --rd-g-blocks 1 --rd-e-blocks 1
 finetune-airplane finetune-automobile finetune-flowers: finetune-%: install
 	$(PY) -m training.train --data $(DATA)/$(DATA_$*).npz --out runs/ft-$* --steps $(FT_STEPS) --batch $(BATCH) \
 	  --eval-every 500 --eval-images 256 --ckpt-every 500 --threads $(THREADS) --lr $(FT_LR) \
 	  $(if $(wildcard runs/ft-$*/config.json),--resume,--init-from models/$* $(FT_ARGS) $(FT_ARGS_$*))
+# A cycle on a GPU machine that has PyTorch but no TensorFlow (the device machine): `make gpu-pack-NAME`
+# writes gpu/NAME.npz (the warm-started weights, rate model, training images as lossless WebP, parity
+# references); there `python3 -m training.gpu train gpu/NAME.npz --seconds 540 --out OUT.npz`; here
+# `make gpu-unpack-NAME RESULT=OUT.npz` writes runs/gpu-NAME, which `make export-NAME RUN=gpu` ships.
+gpu-pack-%: install
+	$(PY) -m training.gpu pack --data $(DATA)/$(DATA_$*).npz --init-from models/$* --out gpu/$*.npz $(FT_ARGS) $(FT_ARGS_$*)
+gpu-unpack-%: install
+	$(PY) -m training.gpu unpack $(RESULT) --run runs/gpu-$*
 # The reference design (plain GAN, latent inversion), kept for comparison; it trains but does not export.
 train-airplane-gan: install
 	$(PY) -m training.train --mode gan --data $(DATA)/cifar10_airplane.npz --out runs/airplane-gan --steps $(STEPS) $(if $(wildcard runs/airplane-gan/config.json),--resume)
