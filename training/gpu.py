@@ -564,11 +564,17 @@ def main(argv=None) -> int:
     tr.add_argument("--lr", type=float, default=None)
     tr.add_argument("--device", default=None)
     tr.add_argument("--reserve", type=float, default=15.0, help="seconds kept to write the result")
+    tr.add_argument("--threads", type=int, default=0, help="CPU threads for PyTorch (0: its default)")
     up = sub.add_parser("unpack", help="(TensorFlow) turn a GPU result into a run directory for export")
     up.add_argument("result", type=Path)
     up.add_argument("--run", required=True, type=Path)
     a = p.parse_args(argv)
     if a.cmd == "train":
+        if a.threads:
+            import torch
+
+            torch.set_num_threads(a.threads)
+            torch.set_num_interop_threads(a.threads)
         print(json.dumps(train(a.pack, a.seconds, a.out, a.eval_seconds, a.batch, a.lr, a.device,
                                a.reserve)))
         return 0
