@@ -28,8 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-MSE_SCALE = 127.5**2  # [-1, 1] squared error -> 0..255 squared error
-
+from runtime.metrics import MSE_SCALE  # noqa: E402
 
 
 def mixture_likelihood(q, gain, mix_logits, means, log_scales):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 _K1, _K2, _L = 0.01, 0.03, 255.0
+MSE_SCALE = 127.5**2  # [-1, 1] squared error -> 0..255 squared error (the training losses)
 _C1, _C2 = (_K1 * _L) ** 2, (_K2 * _L) ** 2
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 

@@ -395,7 +395,7 @@ def test_gpu_pack_holds_the_run_and_unpack_exports(tiny_npz, tiny_bundle, tmp_pa
     from export.onnx import export_run
     from runtime.codec import Codec
     from training.data import load_dataset
-    from training.gpu import _unmosaic, unpack
+    from training.gpu import _set_keras, _unmosaic, unpack
     from training.rd import build_rd_models
 
     cfg, arrays = _gpu_pack(tiny_npz, tiny_bundle, tmp_path)
@@ -420,10 +420,7 @@ def test_gpu_pack_holds_the_run_and_unpack_exports(tiny_npz, tiny_bundle, tmp_pa
     with pytest.raises(CodecError, match="differ from the trained PyTorch"):
         unpack(tmp_path / "bad.npz", tmp_path / "bad-run")
     _, gen = build_rd_models(cfg)  # the generator's output on the reference latent, as trained
-    for layer in gen.layers:
-        n = len(layer.get_weights())
-        if n:
-            layer.set_weights([weights[f"w/generator/{layer.name}/{i}"] for i in range(n)])
+    _set_keras(gen, weights, "generator")
     check["check/image"] = gen(arrays["ref/y"]).numpy()
     np.savez(tmp_path / "result.npz", **weights, **meta, **check)
     unpack(tmp_path / "result.npz", tmp_path / "run")

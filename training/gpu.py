@@ -48,7 +48,7 @@ import numpy as np
 PARITY_TOL = 2e-3  # max |Δ| in [-1, 1] image units / latent units; relative 1e-3 for bits
 MOSAIC_COLS = 50
 LEAK = 0.2
-MSE_SCALE = 127.5**2  # as runtime.inversion.MSE_SCALE (not imported there: it imports TensorFlow)
+RATE_KEYS = ("log_gain", "log_inv_gain", "mix_logits", "means", "log_scales")  # training.rd.RateModel's state
 
 
 # --- pack (TensorFlow) ---------------------------------------------------------------------------
@@ -74,6 +74,19 @@ def _unmosaic(data: bytes, n: int, s: int) -> np.ndarray:
     return grid.reshape(rows, s, MOSAIC_COLS, s, 3).transpose(0, 2, 1, 3, 4).reshape(-1, s, s, 3)[:n]
 
 
+def _keras_arrays(model, tag: str) -> dict:
+    """A Keras model's weights as ``w/TAG/LAYER/I`` arrays, the pack's and the result's layout."""
+    return {f"w/{tag}/{layer.name}/{i}": w for layer in model.layers for i, w in enumerate(layer.get_weights())}
+
+
+def _set_keras(model, arrays: dict, tag: str) -> None:
+    """Set a Keras model's weights from ``w/TAG/LAYER/I`` arrays."""
+    for layer in model.layers:
+        n = len(layer.get_weights())
+        if n:
+            layer.set_weights([np.asarray(arrays[f"w/{tag}/{layer.name}/{i}"], np.float32) for i in range(n)])
+
+
 def pack(cfg, out: Path, ref_images: int = 8) -> dict:
     """Write the pack of a resolved ``TrainConfig`` with ``init_from`` set (see the module doc)."""
     import keras
@@ -90,12 +103,9 @@ def pack(cfg, out: Path, ref_images: int = 8) -> dict:
     warm_start(cfg.init_from, encoder, generator, rate)
     round_weights_to_half(encoder)  # as the export will: the pack stores them in half the bytes
     round_weights_to_half(generator)
-    arrays = {}
-    for tag, model in (("encoder", encoder), ("generator", generator)):
-        for layer in model.layers:
-            for i, w in enumerate(layer.get_weights()):
-                half = np.array_equal(w.astype(np.float16).astype(np.float32), w)
-                arrays[f"w/{tag}/{layer.name}/{i}"] = w.astype(np.float16) if half else w
+    arrays = {key: w.astype(np.float16) if np.array_equal(w.astype(np.float16).astype(np.float32), w) else w
+              for tag, model in (("encoder", encoder), ("generator", generator))
+              for key, w in _keras_arrays(model, tag).items()}
     for key, value in rate.numpy_state().items():
         arrays[f"rate/{key}"] = value
     arrays["rate/lambdas"] = lambdas(cfg.levels, (cfg.lam_min, cfg.lam_max))
@@ -134,15 +144,30 @@ def _torch_modules():
         total = max((math.ceil(n / s) - 1) * s + k - n, 0)
         return total // 2, total - total // 2
 
-    class Conv(nn.Module):
+    class Kernel(nn.Module):
+        """A convolution's weight and bias, to and from Keras' layout: Keras keeps (kh, kw, in, out)
+        for Conv2D and (kh, kw, out, in) for Conv2DTranspose, PyTorch (out, in, kh, kw) and
+        (in, out, kh, kw): the same permutation both ways."""
+
+        def __init__(self, shape, cout, k, stride):
+            super().__init__()
+            self.k, self.stride = k, stride
+            self.weight = nn.Parameter(torch.empty(*shape, k, k))
+            self.bias = nn.Parameter(torch.zeros(cout))
+            nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+
+        def load_keras(self, kernel, bias):
+            self.weight.data.copy_(torch.as_tensor(kernel).permute(3, 2, 0, 1))
+            self.bias.data.copy_(torch.as_tensor(bias))
+
+        def keras(self):
+            return [self.weight.detach().permute(2, 3, 1, 0).cpu().numpy(), self.bias.detach().cpu().numpy()]
+
+    class Conv(Kernel):
         """Keras Conv2D with padding="same" (TF's asymmetric padding for even sizes)."""
 
         def __init__(self, cin, cout, k, stride=1):
-            super().__init__()
-            self.k, self.stride = k, stride
-            self.weight = nn.Parameter(torch.empty(cout, cin, k, k))
-            self.bias = nn.Parameter(torch.zeros(cout))
-            nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+            super().__init__((cout, cin), cout, k, stride)
 
         def forward(self, x):
             ph = same_pad(x.shape[2], self.k, self.stride)
@@ -150,36 +175,18 @@ def _torch_modules():
             x = F.pad(x, (pw[0], pw[1], ph[0], ph[1]))
             return F.conv2d(x, self.weight, self.bias, stride=self.stride)
 
-        def load_keras(self, kernel, bias):  # (kh, kw, in, out)
-            self.weight.data.copy_(torch.as_tensor(kernel).permute(3, 2, 0, 1))
-            self.bias.data.copy_(torch.as_tensor(bias))
-
-        def keras(self):
-            return [self.weight.detach().permute(2, 3, 1, 0).cpu().numpy(), self.bias.detach().cpu().numpy()]
-
-    class Deconv(nn.Module):
+    class Deconv(Kernel):
         """Keras Conv2DTranspose with padding="same": output = input × stride, the full transposed
         convolution cropped as TF crops it."""
 
         def __init__(self, cin, cout, k, stride=2):
-            super().__init__()
-            self.k, self.stride = k, stride
-            self.weight = nn.Parameter(torch.empty(cin, cout, k, k))
-            self.bias = nn.Parameter(torch.zeros(cout))
-            nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+            super().__init__((cin, cout), cout, k, stride)
 
         def forward(self, x):
             h, w = x.shape[2] * self.stride, x.shape[3] * self.stride
             full = F.conv_transpose2d(x, self.weight, self.bias, stride=self.stride)
-            th, tw = max(self.k - self.stride, 0), max(self.k - self.stride, 0)
-            return full[:, :, th // 2: th // 2 + h, tw // 2: tw // 2 + w]
-
-        def load_keras(self, kernel, bias):  # (kh, kw, out, in)
-            self.weight.data.copy_(torch.as_tensor(kernel).permute(3, 2, 0, 1))
-            self.bias.data.copy_(torch.as_tensor(bias))
-
-        def keras(self):
-            return [self.weight.detach().permute(2, 3, 1, 0).cpu().numpy(), self.bias.detach().cpu().numpy()]
+            crop = max(self.k - self.stride, 0) // 2
+            return full[:, :, crop: crop + h, crop: crop + w]
 
     class GDN(nn.Module):
         """runtime.layers.GDN over channels (NCHW here)."""
@@ -276,7 +283,7 @@ def _torch_modules():
 
         def __init__(self, state):
             super().__init__()
-            for key in ("log_gain", "log_inv_gain", "mix_logits", "means", "log_scales"):
+            for key in RATE_KEYS:
                 setattr(self, key, nn.Parameter(torch.as_tensor(np.asarray(state[key], np.float32))))
             self.contexts = 1 if self.means.dim() == 2 else self.means.shape[1]
 
@@ -301,8 +308,7 @@ def _torch_modules():
             return (-torch.log(p)).sum(dim=(1, 2, 3)) / math.log(2.0)
 
         def state(self):
-            return {k: getattr(self, k).detach().cpu().numpy()
-                    for k in ("log_gain", "log_inv_gain", "mix_logits", "means", "log_scales")}
+            return {k: getattr(self, k).detach().cpu().numpy() for k in RATE_KEYS}
 
     def context_of(symbols, k):
         """training.rd.context_of (runtime.entropy.contexts, every channel coded)."""
@@ -334,6 +340,9 @@ def train(pack_path: Path, seconds: float, out: Path, eval_seconds: float = 60.0
     """The GPU cycle (see the module doc); returns the summary it also stores in ``out``."""
     import torch
     from torch.nn import functional as F
+
+    from runtime import metrics  # numpy and Pillow only: the GPU machine has no TensorFlow
+    from runtime.images import from_unit_range, to_unit_range
 
     t_start = time.perf_counter()
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -372,9 +381,9 @@ def train(pack_path: Path, seconds: float, out: Path, eval_seconds: float = 60.0
 
     S = cfg["image_size"]
     train_u8 = _unmosaic(arrays["train_webp"].tobytes(), int(arrays["train_count"]), S)
-    data = torch.as_tensor(train_u8, device=dev).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    data = nchw(to_unit_range(train_u8))
     val_u8 = arrays["val"]
-    val_x = nchw(val_u8.astype(np.float32) / 127.5 - 1.0)
+    val_x = nchw(to_unit_range(val_u8))
     B = int(batch or cfg["batch"])
     base_lr = float(lr or cfg["lr"])
     L, pixels = int(cfg["levels"]), float(S * S)
@@ -383,6 +392,10 @@ def train(pack_path: Path, seconds: float, out: Path, eval_seconds: float = 60.0
     r_opt = torch.optim.Adam(rate.parameters(), lr=10 * base_lr, eps=1e-7)
     d_opt = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.999), eps=1e-7)
     w_adv = float(cfg["w_adv_rd"])
+
+    def snapshot() -> dict:
+        return {**_weights_out(enc, "encoder"), **_weights_out(gen, "generator"),
+                **{f"rate/{k}": v for k, v in rate.state().items()}}
 
     def cosine(frac):  # keras CosineDecay(alpha=0.05) over the wall-clock budget
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
@@ -396,11 +409,10 @@ def train(pack_path: Path, seconds: float, out: Path, eval_seconds: float = 60.0
                 q = torch.round(yv * g)
                 b = rate.bits(q, g, q)
                 out = gen((q * ig).permute(0, 3, 1, 2))
-                u8 = torch.clamp(torch.round((out + 1) * 127.5), 0, 255).permute(0, 2, 3, 1).cpu().numpy()
-                mse_i = ((u8.astype(np.float64) - val_u8) ** 2).mean(axis=(1, 2, 3))
+                u8 = from_unit_range(out.permute(0, 2, 3, 1).cpu().numpy())
                 row[f"bytes{lev}"] = float(b.mean()) / 8
-                row[f"psnr{lev}"] = float(np.mean(10 * np.log10(255.0**2 / np.maximum(mse_i, 1e-10))))
-                score += float(b.mean()) / pixels + float(lams[lev]) * float(mse_i.mean())
+                row[f"psnr{lev}"] = float(np.mean(metrics.psnr(u8, val_u8)))
+                score += float(b.mean()) / pixels + float(lams[lev]) * float(np.mean(metrics.mse(u8, val_u8)))
             row["score"] = score / L
         return row
 
@@ -430,7 +442,7 @@ def train(pack_path: Path, seconds: float, out: Path, eval_seconds: float = 60.0
         bpp = rate.bits(noisy, gain, torch.round(ys).detach()) / pixels
         yq = ys + (torch.round(ys) - ys).detach()
         fake = gen((yq * inv_gain).permute(0, 3, 1, 2))
-        mse = ((fake - x) ** 2).mean(dim=(1, 2, 3)) * MSE_SCALE
+        mse = ((fake - x) ** 2).mean(dim=(1, 2, 3)) * metrics.MSE_SCALE
         adv = F.softplus(-disc(fake))[:, 0]
         loss = (bpp + lam * (mse + w_adv * adv)).mean()
         g_opt.zero_grad(set_to_none=True)
@@ -461,14 +473,12 @@ def train(pack_path: Path, seconds: float, out: Path, eval_seconds: float = 60.0
             print(f"{elapsed:.0f}s step {step}: score {row['score']:.4f} " + " ".join(
                 f"{row[f'bytes{lev}']:.0f}B/{row[f'psnr{lev}']:.2f}" for lev in range(L)), flush=True)
             if best is None or row["score"] < best[0]["score"]:
-                best = (row, {**_weights_out(enc, "encoder"), **_weights_out(gen, "generator"),
-                              **{f"rate/{k}": v for k, v in rate.state().items()}})
+                best = (row, snapshot())
     row = {"step": step, **evaluate()}
     val.append(row)
     print(f"final step {step}: score {row['score']:.4f}", flush=True)
     if best is None or row["score"] < best[0]["score"]:
-        best = (row, {**_weights_out(enc, "encoder"), **_weights_out(gen, "generator"),
-                      **{f"rate/{k}": v for k, v in rate.state().items()}})
+        best = (row, snapshot())
     # what the selected networks compute, for unpack to check the way back into Keras
     _load_weights(enc, best[1], "encoder")
     _load_weights(gen, best[1], "generator")
@@ -508,18 +518,15 @@ def unpack(result: Path, run: Path) -> dict:
     cfg.steps, cfg.batch, cfg.lr = int(summary["steps"]), int(summary["batch"]), float(summary["lr"])
     cfg.out = str(run)
     encoder, generator = build_rd_models(cfg)
-    for tag, model in (("encoder", encoder), ("generator", generator)):
-        for layer in model.layers:
-            n = len(layer.get_weights())
-            if n:
-                layer.set_weights([arrays[f"w/{tag}/{layer.name}/{i}"] for i in range(n)])
+    _set_keras(encoder, arrays, "encoder")
+    _set_keras(generator, arrays, "generator")
     if "check/x" in arrays:
         diff = max(float(np.abs(encoder(arrays["check/x"], training=False).numpy() - arrays["check/y"]).max()),
                    float(np.abs(generator(arrays["check/latent"], training=False).numpy() - arrays["check/image"]).max()))
         if diff > PARITY_TOL:
             raise CodecError(f"{result}: the Keras networks differ from the trained PyTorch ones by {diff:.2g}")
     rate = RateModel(cfg.channels, cfg.levels, contexts=cfg.rate_contexts)
-    for key in ("log_gain", "log_inv_gain", "mix_logits", "means", "log_scales"):
+    for key in RATE_KEYS:
         getattr(rate, key).assign(arrays[f"rate/{key}"])
     save_config(cfg, run)
     for row in json.loads(arrays["log"].tobytes()):

@@ -34,7 +34,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from runtime.inversion import MSE_SCALE, mixture_bits, ste_round
+from runtime.inversion import mixture_bits, ste_round
+from runtime.metrics import MSE_SCALE
 
 MIX = 3  # logistic components per channel
 
