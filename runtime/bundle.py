@@ -35,6 +35,7 @@ ENCODER_ONNX = "encoder.onnx"
 ENCODER_KERAS = "encoder.keras"
 ENTROPY_BIN = "entropy.bin"
 RATE_NPZ = "rate.npz"
+ENTROPY_SHA256_KEY = "entropy_sha256"  # generator.onnx metadata: the SHA-256 of the entropy.bin it was exported with
 BUNDLE_FORMAT = 2
 ENV_MODELS = "GANCODEC_MODELS"
 PROJECT_MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -148,6 +149,9 @@ class Bundle:
         from runtime.entropy import EntropyModel
 
         model = EntropyModel.from_bytes(self.path(ENTROPY_BIN).read_bytes())
+        meta = self.session(GENERATOR_ONNX).get_modelmeta().custom_metadata_map
+        if ENTROPY_SHA256_KEY in meta and meta[ENTROPY_SHA256_KEY] != self.manifest["files"].get(ENTROPY_BIN):
+            raise CodecError(f"{self.directory}: {ENTROPY_BIN} is not the one {GENERATOR_ONNX} was exported with")
         if model.shape != self.latent_shape or model.levels != self.levels:
             raise CodecError(f"{self.directory}: {ENTROPY_BIN} does not match the manifest "
                              f"({model.shape}, {model.levels} levels)")

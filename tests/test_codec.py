@@ -76,7 +76,9 @@ def rd_loss(codec, pixels, symbols, levels):
 # -- round trips and rate levels ----------------------------------------------------------------
 
 def test_bundle_is_variable_rate(codec):
-    assert codec.levels == 17  # 3 trained levels, 8 sublevels between each
+    from export.onnx import EXTRA_LEVELS
+
+    assert codec.levels == 17 + EXTRA_LEVELS  # 3 trained levels, 8 sublevels between each, and the extrapolated ones
     assert codec.bundle.latent_shape == (2, 2, 8)
     assert 0 <= codec.default_level < codec.levels
 
@@ -305,7 +307,9 @@ def test_cli_unreachable_target_psnr_warns_with_best_psnr(models_env, tmp_path):
     best = float(re.search(r"best ([0-9.]+) dB", warnings[0]).group(1))
     assert best == pytest.approx(row["psnr"], abs=0.006)  # the best PSNR, as in the JSON
     assert row["warnings"] and (tmp_path / "b.bin").stat().st_size == row["bytes"]
-    assert row["payload"] == "latent" and row["level"] == 16  # the finest level: nothing reaches 80 dB
+    from export.onnx import EXTRA_LEVELS
+
+    assert row["payload"] == "latent" and row["level"] == 16 + EXTRA_LEVELS  # the finest level: nothing reaches 80 dB
 
 
 def test_cli_noise_image_falls_back_to_webp_and_decodes_without_tensorflow(models_env, tmp_path):

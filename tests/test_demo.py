@@ -73,7 +73,7 @@ def test_page_renders_with_bundle(demo_env):
     assert not errors(at)
     assert at.selectbox(key="model").value == str(demo_env)
     info = " ".join(m.value for m in at.sidebar.markdown)
-    assert "tiny" in info and "16×16" in info and "**2×2×8 values**" in info and "**17 rate levels**" in info
+    assert "tiny" in info and "16×16" in info and "**2×2×8 values**" in info and "**25 rate levels**" in info  # 17 interpolated + 8 extrapolated
     assert at.slider(key="level").value == Codec(demo_env).default_level
     assert at.select_slider(key="steps").value == DEFAULT_STEPS
     assert any("generator itself" in c.value for c in at.caption)  # no data set: generated samples

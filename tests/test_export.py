@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 
-from export.onnx import SUBLEVELS, expand_levels
+from export.onnx import EXTRA_LEVELS, SUBLEVELS, expand_levels
 from runtime.errors import CodecError
 from tests.conftest import run_module, tiny_config
 
@@ -17,7 +17,8 @@ def test_bundle_files_and_manifest(tiny_bundle):
     assert manifest["format"] == 2 and manifest["image_size"] == 16
     assert manifest["latent_grid"] == [2, 2] and manifest["channels"] == 8
     assert manifest["training"]["mode"] == "rd" and manifest["training"]["trained_levels"] == 3
-    assert manifest["levels"] == (3 - 1) * SUBLEVELS + 1
+    assert manifest["levels"] == (3 - 1) * SUBLEVELS + 1 + EXTRA_LEVELS
+    assert manifest["training"]["extra_levels"] == EXTRA_LEVELS
     assert set(manifest["files"]) == {"generator.onnx", "generator.keras", "encoder.onnx", "encoder.keras",
                                       "entropy.bin", "rate.npz"}
     assert all(v <= 1e-4 for v in manifest["parity_max_abs_diff"].values())
@@ -50,10 +51,23 @@ def test_expand_levels_interpolates_between_trained_levels():
     rate = {"log_gain": np.log([[1.0, 2.0], [4.0, 8.0], [16.0, 8.0]]).astype(np.float32),
             "log_inv_gain": -np.log([[1.0, 2.0], [4.0, 8.0], [16.0, 8.0]]).astype(np.float32),
             "lambdas": np.array([0.01, 0.04, 0.16], np.float32)}
-    out = expand_levels(rate, sublevels=2)
+    out = expand_levels(rate, sublevels=2, extra=0)
     np.testing.assert_allclose(out["gains"], [[1, 2], [2, 4], [4, 8], [8, 8], [16, 8]], rtol=1e-5)
     np.testing.assert_allclose(out["gains"] * out["inv_gains"], 1, rtol=1e-5)
     np.testing.assert_allclose(out["lambdas"], [0.01, 0.02, 0.04, 0.08, 0.16], rtol=1e-5)
+
+
+def test_expand_levels_extends_past_the_finest_trained_level():
+    """The extra levels continue the last trained interval's gain and λ slope (finer quantizers of
+    the same latent): the gain · inverse-gain product stays the finest trained level's."""
+    rate = {"log_gain": np.log([[1.0, 2.0], [4.0, 8.0], [16.0, 8.0]]).astype(np.float32),
+            "log_inv_gain": -np.log([[2.0, 2.0], [8.0, 8.0], [32.0, 16.0]]).astype(np.float32),
+            "lambdas": np.array([0.01, 0.04, 0.16], np.float32)}
+    out = expand_levels(rate, sublevels=2, extra=3)
+    assert out["gains"].shape == out["inv_gains"].shape == (5 + 3, 2) and out["lambdas"].shape == (8,)
+    np.testing.assert_allclose(out["gains"][4:], [[16, 8], [32, 8], [64, 8], [128, 8]], rtol=1e-5)
+    np.testing.assert_allclose(out["gains"][4:] * out["inv_gains"][4:], 0.5, rtol=1e-5)
+    np.testing.assert_allclose(out["lambdas"][4:], [0.16, 0.32, 0.64, 1.28], rtol=1e-5)
 
 
 def test_entropy_tables_cover_the_training_symbols(tiny_bundle, tiny_npz):
@@ -173,3 +187,26 @@ def test_onnx_kernels_are_stored_as_float16_and_compute_the_mirrors_function(tin
     y = np.random.default_rng(0).normal(size=(3,) + tuple(mirror.input_shape[1:])).astype(np.float32)
     sess = ort.InferenceSession(str(tiny_bundle / "generator.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(sess.run(None, {"latent": y})[0], mirror(y).numpy(), atol=1e-5)
+
+
+def test_model_id_names_the_entropy_tables(tiny_bundle, tmp_path):
+    """generator.onnx records entropy.bin's hash, so the model id (its hash) names the tables too; a
+    bundle whose entropy.bin was swapped for other valid tables (manifest updated) is refused."""
+    import onnx
+
+    from runtime.bundle import ENTROPY_SHA256_KEY, load_bundle, sha256_file
+    from runtime.entropy import EntropyModel
+
+    meta = {p.key: p.value for p in onnx.load(str(tiny_bundle / "generator.onnx")).metadata_props}
+    assert meta[ENTROPY_SHA256_KEY] == sha256_file(tiny_bundle / "entropy.bin")
+    copy = tmp_path / "swapped"
+    shutil.copytree(tiny_bundle, copy)
+    model = EntropyModel.from_bytes((copy / "entropy.bin").read_bytes())
+    other = EntropyModel(model.inv_gains * 1.5, model.context_tables, model.grid)
+    (copy / "entropy.bin").write_bytes(other.to_bytes())
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"]["entropy.bin"] = sha256_file(copy / "entropy.bin")
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CodecError, match="not the one generator.onnx was exported with"):
+        load_bundle(copy).entropy
+    assert load_bundle(tiny_bundle).entropy.levels == manifest["levels"]

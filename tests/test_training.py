@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from export.onnx import SUBLEVELS
 from runtime.errors import CodecError
 from tests.conftest import synthetic_images, tiny_config
 
@@ -214,7 +215,8 @@ def test_init_from_bundle_starts_from_its_weights(tiny_npz, tiny_bundle, tmp_pat
         np.testing.assert_array_equal(a, b)
     with np.load(tiny_bundle / "rate.npz", allow_pickle=False) as f:
         gains = f["gains"]
-    np.testing.assert_allclose(np.exp(rate.log_gain.numpy()), gains[::8], rtol=1e-5)
+    trained = gains[: (cfg.levels - 1) * SUBLEVELS + 1 : SUBLEVELS]  # the extrapolated levels are not trained ones
+    np.testing.assert_allclose(np.exp(rate.log_gain.numpy()), trained, rtol=1e-5)
     # another architecture is refused with a clear error
     other = build_rd_generator(cfg.channels, cfg.image_size, [8, 8], arch=cfg.rd_arch)
     with pytest.raises(CodecError, match="another architecture"):
@@ -241,7 +243,7 @@ def test_init_from_bundle_into_more_channels(tiny_npz, tiny_bundle, tmp_path):
     padded = np.concatenate([y, np.zeros(y.shape[:-1] + (4,), np.float32)], axis=-1)
     np.testing.assert_allclose(gen(padded).numpy(), shipped(y).numpy(), atol=1e-5)
     with np.load(tiny_bundle / "rate.npz", allow_pickle=False) as f:
-        gains = f["gains"][::8]
+        gains = f["gains"][: (cfg.levels - 1) * SUBLEVELS + 1 : SUBLEVELS]
     got = np.exp(rate.log_gain.numpy())
     np.testing.assert_allclose(got[:, : cfg.channels], gains, rtol=1e-5)
     np.testing.assert_allclose(np.log(got[:, cfg.channels :]), np.log(gains).mean(1, keepdims=True).repeat(4, 1),
@@ -283,6 +285,14 @@ def test_warm_start_facts_give_the_whole_history(tiny_bundle, tmp_path):
                      "total_steps": before["training"]["steps"] + 7}
     assert warm_start_facts(TrainConfig(data="x", out="y")) == {}
     assert warm_start_facts(TrainConfig(data="x", out="y", init_from=str(tmp_path))) == {"init_from": str(tmp_path)}
+    # re-exporting a run in place (its bundle is the --init-from): the history is not counted twice
+    again = tmp_path / "again"
+    again.mkdir()
+    training = {**before["training"], "steps": 7, "selected_step": 5, "init_model_id": "ab", "total_steps": 40}
+    (again / "manifest.json").write_text(json.dumps({**before, "training": training}))
+    cfg = TrainConfig(data="x", out="y", steps=7, init_from=str(again))
+    assert warm_start_facts(cfg, 5) == {"init_from": str(again), "init_model_id": "ab", "total_steps": 40}
+    assert warm_start_facts(cfg, 6)["total_steps"] == 47
 
 
 def test_training_contexts_are_the_coders_contexts():

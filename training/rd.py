@@ -316,7 +316,8 @@ def train_rd(cfg, resume: bool = False, quiet: bool = False) -> dict:
 def warm_start(bundle_dir, encoder, generator, rate: RateModel) -> None:
     """Start a new run from a shipped bundle (``--init-from models/NAME``): its encoder and generator
     weights (the Keras mirrors), and its trained levels' gains, inverse gains and density (every
-    SUBLEVELS-th exported level is a trained one). The discriminator and optimizers start fresh.
+    SUBLEVELS-th exported level is a trained one, up to the levels the export extrapolated). The
+    discriminator and optimizers start fresh.
 
     The run may have more latent channels than the bundle (``--channels``, to raise the ceiling of
     the high rates): every weight the extra channels add keeps a fresh initialisation scaled by
@@ -331,7 +332,8 @@ def warm_start(bundle_dir, encoder, generator, rate: RateModel) -> None:
 
     bundle = load_bundle(Path(bundle_dir))
     trained = rate.log_gain.shape[0]
-    if bundle.levels != (trained - 1) * SUBLEVELS + 1:
+    interpolated = (trained - 1) * SUBLEVELS + 1
+    if bundle.levels != interpolated + int(bundle.manifest.get("training", {}).get("extra_levels", 0)):
         raise CodecError(f"--init-from {bundle_dir}: {bundle.levels} exported levels do not come from "
                          f"{trained} trained levels")
     for model, name in ((encoder, ENCODER_KERAS), (generator, GENERATOR_KERAS)):
@@ -347,7 +349,7 @@ def warm_start(bundle_dir, encoder, generator, rate: RateModel) -> None:
                     for a, b in zip(theirs, ours)):
                 raise CodecError(f"--init-from {bundle_dir}: its {name} has another architecture than this run")
             own[layer.name].set_weights([_grow(a, b) for a, b in zip(theirs, ours)])
-    pick = slice(None, None, SUBLEVELS)
+    pick = slice(0, interpolated, SUBLEVELS)
     rate.log_gain.assign(_grow_mean(np.log(bundle.rate["gains"][pick]), rate.log_gain.shape))
     rate.log_inv_gain.assign(_grow_mean(np.log(bundle.entropy.inv_gains[pick]), rate.log_inv_gain.shape))
     for key in ("mix_logits", "means", "log_scales"):
