@@ -40,9 +40,9 @@ import numpy as np  # noqa: E402
 
 from runtime.bundle import (  # noqa: E402
     BUNDLE_FORMAT,
-    ENTROPY_SHA256_KEY,
     ENCODER_KERAS,
     ENCODER_ONNX,
+    ENTROPY_SHA256_KEY,
     GENERATOR_KERAS,
     GENERATOR_ONNX,
     MANIFEST,
