@@ -328,23 +328,18 @@ class Codec:
         target it also starts :data:`COARSER_BY` levels coarser, since a coarser start may reach
         the target."""
         levels = np.asarray(levels)
-        sets, scales = [], []
+        starts = []  # (levels finer, λ scale) of each refined candidate
         if steps > 0:
-            if max_bytes is not None:
-                starts = [(k, 1.0) for k in BUDGET_FINER] + list(BUDGET_LOOSE)
-                sets = [np.minimum(levels + k, self.levels - 1) for k, _ in starts]
-                scales = [s for _, s in starts]
-            else:
-                sets, scales = [levels], [1.0]
+            starts = [(k, 1.0) for k in BUDGET_FINER] + list(BUDGET_LOOSE) if max_bytes is not None else [(0, 1.0)]
             if target_psnr is not None:
-                sets.append(np.maximum(levels - max(1, self.levels // COARSER_BY), 0))
-                scales.append(1.0)
+                starts.append((-max(1, self.levels // COARSER_BY), 1.0))
+        sets = [np.clip(levels + k, 0, self.levels - 1) for k, _ in starts]
         out = []
         if sets:
             n = len(pixels)
-            rep = np.concatenate(sets)
-            scaled = self.refine(np.concatenate([pixels] * len(sets)), np.concatenate([y] * len(sets)), rep,
-                                 steps, progress=progress, lam_scale=np.repeat(scales, n))
+            scaled = self.refine(np.concatenate([pixels] * len(sets)), np.concatenate([y] * len(sets)),
+                                 np.concatenate(sets), steps, progress=progress,
+                                 lam_scale=np.repeat([s for _, s in starts], n))
             for k, lv in enumerate(sets):
                 part = scaled[k * n : (k + 1) * n]
                 if max_bytes is None:
