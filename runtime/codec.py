@@ -13,7 +13,7 @@ Encoding, stage by stage (each a method below):
    (one level finer does not), or the coarsest whose decoded PSNR reaches ``target_psnr``;
 4. :meth:`Codec.refine` — rate–distortion refinement of the continuous latent with gradients
    from the TF mirror (``runtime.inversion``), started from the encoder's latent at the chosen
-   level (under a byte budget 1, 2 and 4 levels finer, then fitted: :meth:`Codec.quantize_to_fit`);
+   level (under a byte budget from the :data:`BUDGET_STARTS`, then fitted: :meth:`Codec.quantize_to_fit`);
 5. :meth:`Codec.synthesize` — the decoder's exact output (onnxruntime), for every candidate; per
    image the best candidate under the target is kept, and with a target the WebP fallback
    (:func:`webp_fallback`) replaces it when WebP meets the target better;
@@ -35,13 +35,17 @@ from runtime.errors import CodecError
 from runtime.images import from_unit_range, restore_size, to_model_size, to_unit_range
 
 MIRROR_TOLERANCE = 1e-4
-DEFAULT_STEPS = 15  # refinement steps per candidate (benchmarks.effort measures the trade-off)
-BUDGET_FINER = (1, 2, 4)  # under a byte budget, refinement starts 1, 2 and 4 levels finer than the chosen one (it saves ~10 % of the bits)
-# extra budget starts as (levels finer, scale of that level's λ): one more start 1 level finer whose
-# refinement weighs distortion 1.4x (a weaker rate term, so it keeps detail the dead zone then trims
-# more evenly). Chosen on 200 *training* images: +0.04 / +0.03 dB (airplane <= 63 / 200 B), +0.03 /
-# +0.02 dB (automobile <= 89 / 200 B); (2, 1.4) gave +0.035 / +0.01, +0.04 / +0.00. Costs a 4th start.
-BUDGET_LOOSE = ((1, 1.4),)
+DEFAULT_STEPS = 10  # refinement steps per candidate (benchmarks.effort measures the trade-off; 10 is as
+# good as 15 at a fixed level and better under a byte budget: chosen on 128 training images each of
+# airplane and automobile, see BUDGET_STARTS)
+# Under a byte budget, refinement starts from several points, each as (levels finer than the chosen
+# one, scale of that level's λ, the weight of distortion): a finer start ends near the budget after
+# refinement spends fewer bits, a λ x1.4 start keeps detail that the dead zone then trims more evenly.
+# Chosen on 128 *training* images each of airplane and automobile at <= 51 / 63 / 100 / 150 / 250 B,
+# best of the 3-start subsets of 11 starts at 10 steps: over the former 4 starts (1, 2, 4 finer and
+# (1, 1.4)) at 15 steps, +0.014 / +0.033 / +0.031 / +0.015 / +0.001 dB (airplane) and +0.016 / +0.005 /
+# -0.013 / +0.012 / +0.052 dB (automobile), in half the refinement time (4 starts: +0.04 dB, 4/3 the time).
+BUDGET_STARTS = ((2, 1.0), (1, 1.4), (0, 1.4))
 # dead zones tried, smallest first, to fit a refined latent into a byte budget (steps of 0.02: each
 # trims a byte or less, so the file fills the budget; steps of 0.1 left 1-3 bytes unused, -0.08 dB)
 DEADZONES = tuple(round(0.02 * i, 2) for i in range(31))
@@ -174,25 +178,45 @@ class Codec:
         return (np.asarray(y, np.float32) * gains[:, None, None, :]).astype(np.float32)
 
     def quantize_to_fit(self, scaled: np.ndarray, levels, max_bytes: int, sizes=None,
-                        deadzones=DEADZONES) -> tuple[np.ndarray, np.ndarray]:
+                        deadzones=DEADZONES) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
         """Like :meth:`quantize`, but per image the smallest dead zone (rounding |u| − d instead of
         |u|, which sends borderline values to the cheaper symbol nearer 0) whose file fits
-        ``max_bytes``: a refined latent that passes the budget by a few bytes is trimmed, not lost."""
+        ``max_bytes``: a refined latent that passes the budget by a few bytes is trimmed, not lost.
+        Returns (symbols, clipped counts, the files). A dead zone is only coded when the ideal code
+        length says its file might fit: no payload was shorter than ``bits / 8`` by more than
+        0.96 byte in 3,264 files (airplane, every 4th level, three dead zones), and the bound keeps
+        a margin of 2 bytes, so the choice is the one that coding every dead zone would make."""
+        model = self.bundle.entropy
         levels = np.broadcast_to(np.asarray(levels), (len(scaled),))
         sizes = sizes or [None] * len(scaled)
-        out, clipped = [], []
-        for u, lv, size in zip(scaled, levels, sizes):
-            for d in deadzones:
-                q, n = self.bundle.entropy.clip(int(lv), np.sign(u) * np.floor(np.abs(u) + 0.5 - d))
-                if len(self.pack(q, lv, size)) <= max_bytes:
+        overhead = self.header_bytes(sizes) - 1  # without the flush byte
+        out, clipped, files = [], [], []
+        for u, lv, size, extra in zip(scaled, levels, sizes, overhead):
+            lv = int(lv)
+            tries = [model.clip(lv, np.sign(u) * np.floor(np.abs(u) + 0.5 - d)) for d in deadzones]
+            low = model.bits(lv, np.stack([q for q, _ in tries])) / 8 - 2 + extra
+            data = None
+            for k in np.flatnonzero(low <= max_bytes):
+                data = self.pack(tries[k][0], lv, size)
+                if len(data) <= max_bytes:
                     break
+            if data is None or len(data) > max_bytes:  # nothing fits: the largest dead zone's file
+                k = len(tries) - 1
+                data = self.pack(tries[k][0], lv, size)
+            q, n = tries[k]
             out.append(q)
             clipped.append(n)
-        return np.stack(out), np.array(clipped)
+            files.append(data)
+        return np.stack(out), np.array(clipped), files
 
     def pack(self, symbols: np.ndarray, level: int, size=None) -> bytes:
         """One image's symbols (H, W, C) at ``level`` -> latent.bin bytes."""
         return bitstream.pack_latent(symbols, int(level), self.bundle.entropy, self.bundle.model_id_bytes, size)
+
+    def pack_all(self, symbols: np.ndarray, levels, sizes=None) -> list[bytes]:
+        """A batch of symbols (N, H, W, C), each at its level -> one latent.bin each."""
+        sizes = sizes or [None] * len(symbols)
+        return [self.pack(q, lv, size) for q, lv, size in zip(symbols, np.broadcast_to(levels, len(symbols)), sizes)]
 
     def _symbols_at(self, y: np.ndarray, level: int) -> np.ndarray:
         return self.quantize(self.scale(y, np.full(len(y), level)), level)[0]
@@ -296,41 +320,39 @@ class Codec:
         else:
             levels = self.choose_levels(y, pixels, target_bytes, target_psnr, keep)
         candidates = self.candidates(pixels, y, levels, steps, target_psnr, target_bytes, keep, progress)
+        scores = [(metrics.mse(recon, pixels), metrics.psnr(recon, pixels)) for _, _, _, recon in candidates]
         results = []
         for i in range(len(pixels)):
-            options = []
-            for lv, symbols, clipped, recon in candidates:
-                data = self.pack(symbols[i], lv[i], keep[i])
-                options.append(EncodeResult(data, recon[i], int(lv[i]), "latent", int(clipped[i]),
-                                            {"mse": metrics.mse(recon[i], pixels[i]),
-                                             "psnr": metrics.psnr(recon[i], pixels[i])}))
+            options = [EncodeResult(files[i], recon[i], int(lv[i]), "latent", int(clipped[i]),
+                                    {"mse": float(mse[i]), "psnr": float(psnr[i])})
+                       for (lv, files, clipped, recon), (mse, psnr) in zip(candidates, scores)]
             best = _pick(options, target_bytes, target_psnr, self.bundle.rate["lambdas"][levels[i]])
             if fallback and target is not None:
                 webp = webp_fallback(pixels[i], self.bundle.model_id_bytes, keep[i], target_bytes, target_psnr)
                 if webp is not None and _pick([best, webp], target_bytes, target_psnr, None) is webp:
                     best = webp
-            best.quality = {k: float(v) for k, v in metrics.quality(best.reconstruction, pixels[i]).items()}
-            best.warnings = self._warnings(best, target_bytes, target_psnr)
             results.append(best)
+        quality = metrics.quality(np.stack([r.reconstruction for r in results]), pixels)
+        for i, r in enumerate(results):
+            r.quality = {k: float(v[i]) for k, v in quality.items()}
+            r.warnings = self._warnings(r, target_bytes, target_psnr)
         return results
 
     def candidates(self, pixels: np.ndarray, y: np.ndarray, levels: np.ndarray, steps: int,
                    target_psnr: float | None = None, max_bytes: int | None = None, sizes=None,
                    progress=None) -> list[tuple]:
-        """The latents :meth:`compress` chooses from, each as (levels, symbols, clipped, decoded):
-        the encoder's own at ``levels`` and, with ``steps``, a refined one. Refinement lowers the
-        rate–distortion cost, mostly by spending fewer bits, so under a byte budget it starts
-        :data:`BUDGET_FINER` levels finer (measured on airplane, 64 images: (1, 3) gains +0.2 /
-        +0.4 / +0.7 / +1.3 dB over the encoder alone at 51 / 100 / 200 / 300 B; (0, 2) 0.15 dB less
-        at 100 B; (1, 2, 4) with the finer dead zones of :data:`DEADZONES` +0.12 / +0.15 / +0.13 dB over
-        (1, 3) with steps of 0.1 at 51 / 100 / 200 B), plus the :data:`BUDGET_LOOSE` starts, and each
-        result is fitted to ``max_bytes``; for a PSNR
+        """The latents :meth:`compress` chooses from, each as (levels, files, clipped, decoded):
+        the encoder's own at ``levels`` and, with ``steps``, refined ones. Refinement lowers the
+        rate–distortion cost, mostly by spending fewer bits, so under a byte budget it starts from
+        each of :data:`BUDGET_STARTS` (finer levels; measured on airplane, 64 images: starting 1 and 3
+        levels finer gained +0.2 / +0.4 / +0.7 / +1.3 dB over the encoder alone at 51 / 100 / 200 /
+        300 B), and each result is fitted to ``max_bytes`` (:meth:`quantize_to_fit`); for a PSNR
         target it also starts :data:`COARSER_BY` levels coarser, since a coarser start may reach
         the target."""
         levels = np.asarray(levels)
         starts = []  # (levels finer, λ scale) of each refined candidate
         if steps > 0:
-            starts = [(k, 1.0) for k in BUDGET_FINER] + list(BUDGET_LOOSE) if max_bytes is not None else [(0, 1.0)]
+            starts = list(BUDGET_STARTS) if max_bytes is not None else [(0, 1.0)]
             if target_psnr is not None:
                 starts.append((-max(1, self.levels // COARSER_BY), 1.0))
         sets = [np.clip(levels + k, 0, self.levels - 1) for k, _ in starts]
@@ -344,11 +366,12 @@ class Codec:
                 part = scaled[k * n : (k + 1) * n]
                 if max_bytes is None:
                     symbols, clipped = self.quantize(part, lv)
+                    files = self.pack_all(symbols, lv, sizes)
                 else:
-                    symbols, clipped = self.quantize_to_fit(part, lv, max_bytes, sizes)
-                out.append((lv, symbols, clipped, self.synthesize(symbols, lv)))
+                    symbols, clipped, files = self.quantize_to_fit(part, lv, max_bytes, sizes)
+                out.append((lv, files, clipped, self.synthesize(symbols, lv)))
         symbols, clipped = self.quantize(self.scale(y, levels), levels)
-        out.append((levels, symbols, clipped, self.synthesize(symbols, levels)))
+        out.append((levels, self.pack_all(symbols, levels, sizes), clipped, self.synthesize(symbols, levels)))
         return out
 
     def _warnings(self, r: EncodeResult, target_bytes, target_psnr) -> list[str]:
@@ -416,7 +439,7 @@ def webp_fallback(pixels: np.ndarray, model_id: bytes, size, target_bytes=None, 
         return None
     data = wrap(found[1])
     recon = WEBP.decode(found[1])
-    return EncodeResult(data, recon, None, "webp", 0, metrics.quality(recon, pixels))
+    return EncodeResult(data, recon, None, "webp", 0, {"mse": metrics.mse(recon, pixels), "psnr": metrics.psnr(recon, pixels)})
 
 
 def decode_file_bytes(data: bytes, model=None, threads: int = 1) -> tuple[np.ndarray, Bundle | None]:

@@ -33,6 +33,7 @@ numpy and the standard library only: this is on the decode path.
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 from bisect import bisect_right
@@ -191,24 +192,30 @@ class RangeEncoder:
         self.encode_many((symbol,), table)
 
     def encode_many(self, symbols: Iterable[int], table: FrequencyTable) -> None:
-        """Code every symbol of ``symbols`` with the same table (the fast path)."""
+        """Code every symbol of ``symbols`` with the same table."""
+        self._encode_pairs(zip(symbols, itertools.repeat(table)))
+
+    def encode_each(self, symbols: Sequence[int], tables: Sequence[FrequencyTable]) -> None:
+        """Code ``symbols[k]`` with ``tables[k]`` for every k (a latent's order, one context each)."""
+        if len(symbols) != len(tables):
+            raise CodecError(f"{len(symbols)} symbols for {len(tables)} tables")
+        self._encode_pairs(zip(symbols, tables))
+
+    def _encode_pairs(self, pairs: Iterable[tuple[int, FrequencyTable]]) -> None:
+        """The coder's one loop: each (symbol, table) in turn (nothing for a degenerate table)."""
         if self._finished:
             raise CodecError("the encoder is already finished")
-        lo, n = table.lo, table.n
-        if n == 1:  # degenerate: certain symbol, 0 bits
-            for s in symbols:
-                if int(s) != lo:
-                    raise CodecError(f"symbol {int(s)} outside the table's support [{lo}, {lo}]")
-            return
-        cum, p = table.cum, table.precision
         out = self._out
         low, rng = self._low, self._range
-        for s in symbols:
-            i = int(s) - lo
+        for s, table in pairs:
+            lo, cum = table.lo, table.cum
+            i, n = int(s) - lo, len(cum) - 1
             if not 0 <= i < n:
                 self._low, self._range = low, rng
                 raise CodecError(f"symbol {int(s)} outside the table's support [{lo}, {lo + n - 1}]")
-            r = rng >> p
+            if n == 1:  # degenerate: certain symbol, 0 bits
+                continue
+            r = rng >> table.precision
             c = cum[i]
             low += r * c
             rng = r * (cum[i + 1] - c)
@@ -220,13 +227,6 @@ class RangeEncoder:
                 low = (low << 8) & MASK32
                 rng <<= 8
         self._low, self._range = low, rng
-
-    def encode_each(self, symbols: Sequence[int], tables: Sequence[FrequencyTable]) -> None:
-        """Code ``symbols[k]`` with ``tables[k]`` for every k (a 1x1 latent grid's order)."""
-        if len(symbols) != len(tables):
-            raise CodecError(f"{len(symbols)} symbols for {len(tables)} tables")
-        for s, table in zip(symbols, tables):
-            self.encode_many((s,), table)
 
     def finish(self) -> bytes:
         """Flush (0 or 1 byte), trim trailing zero bytes and return the coded bytes."""

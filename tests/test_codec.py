@@ -166,14 +166,33 @@ def test_compress_to_target_bytes(rd_codec, images, analysed):
     plain = rd_codec.compress(images, target_bytes=budget, steps=0, fallback=False)
     assert [r.level for r in plain] == chosen.tolist()
     refined = rd_codec.compress(images, target_bytes=budget, steps=5, fallback=False)
-    from runtime.codec import BUDGET_FINER, BUDGET_LOOSE
+    from runtime.codec import BUDGET_STARTS
 
     for r, lv, row in zip(refined, chosen, sizes):
         # the encoder's own at the chosen level, or a refined one started there or finer and fitted
-        assert r.kind == "latent" and r.level in {lv} | {min(lv + k, rd_codec.levels - 1)
-                                                          for k in (*BUDGET_FINER, *(k for k, _ in BUDGET_LOOSE))}
+        assert r.kind == "latent" and r.level in {lv} | {min(lv + k, rd_codec.levels - 1) for k, _ in BUDGET_STARTS}
         assert r.num_bytes <= budget or row[0] > budget
         np.testing.assert_array_equal(rd_codec.decompress(r.data), r.reconstruction)
+
+
+def test_quantize_to_fit_is_the_smallest_dead_zone_that_fits(rd_codec, analysed):
+    """The fit skips dead zones by their ideal code length; it must still choose what coding every
+    dead zone in turn would: the first whose file fits, else the last."""
+    from runtime.codec import DEADZONES
+
+    _, y = analysed
+    model = rd_codec.bundle.entropy
+    for level in (4, rd_codec.levels - 1):
+        scaled = rd_codec.scale(y, np.full(len(y), level)) * 1.3  # past the level's own rate
+        sizes = np.array([len(rd_codec.pack(q, level)) for q in rd_codec.quantize(scaled, level)[0]])
+        for budget in (int(sizes.min()) - 3, int(np.median(sizes)), int(sizes.max())):
+            symbols, _, files = rd_codec.quantize_to_fit(scaled, level, budget)
+            for u, q, data in zip(scaled, symbols, files):
+                coded = [model.clip(level, np.sign(u) * np.floor(np.abs(u) + 0.5 - d))[0] for d in DEADZONES]
+                lengths = [len(rd_codec.pack(c, level)) for c in coded]
+                k = next((i for i, n in enumerate(lengths) if n <= budget), len(coded) - 1)
+                np.testing.assert_array_equal(q, coded[k])
+                assert data == rd_codec.pack(coded[k], level)
 
 
 # -- refinement ---------------------------------------------------------------------------------
