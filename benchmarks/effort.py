@@ -47,6 +47,7 @@ def effort(model, data, limit: int = 64, level: int | None = None, target_bytes:
         raise CodecError("--steps must be >= 0")
     images = load_split(data, codec.bundle.image_size, "val", limit)
     codec.compress(list(images[:2]), level=level, steps=2)  # load TF and trace once, untimed
+    codec.compress(list(images[:2]), target_bytes=int(target_bytes), steps=2, fallback=False)  # every level's tables
     rows = []
     for mode, rate in (("level", {"level": level}), ("budget", {"target_bytes": int(target_bytes), "fallback": False})):
         for steps in steps_list:

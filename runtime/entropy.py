@@ -648,10 +648,11 @@ class EntropyModel:
             raise CodecError("latent symbols must be integers")
         enc = RangeEncoder()
         enc.encode(level, self.level_table)
-        by_channel = s.reshape(-1, self.channels).T.tolist()  # C lists of H*W row-major symbols
-        ctx = self.contexts_of(level, s).reshape(-1, self.channels).T.tolist()
-        for values, where, tables in zip(by_channel, ctx, self.context_tables[level]):
-            enc.encode_each(values, [tables[j] for j in where])
+        values = s.reshape(-1, self.channels).T.ravel().tolist()  # channel by channel, H*W row-major
+        ctx = self.contexts_of(level, s).reshape(-1, self.channels).T
+        which = (np.arange(self.channels)[:, None] * self.contexts + ctx).ravel().tolist()
+        tables = [t for row in self.context_tables[level] for t in row]  # channel c, context j at c*K + j
+        enc.encode_each(values, [tables[i] for i in which])
         return enc.finish()
 
     def decode(self, payload: bytes) -> tuple[int, np.ndarray]:

@@ -166,13 +166,22 @@ def test_compress_to_target_bytes(rd_codec, images, analysed):
     plain = rd_codec.compress(images, target_bytes=budget, steps=0, fallback=False)
     assert [r.level for r in plain] == chosen.tolist()
     refined = rd_codec.compress(images, target_bytes=budget, steps=5, fallback=False)
-    from runtime.codec import BUDGET_STARTS
+    from runtime.codec import BUDGET_STARTS, REQUANTIZE
 
     for r, lv, row in zip(refined, chosen, sizes):
-        # the encoder's own at the chosen level, or a refined one started there or finer and fitted
-        assert r.kind == "latent" and r.level in {lv} | {min(lv + k, rd_codec.levels - 1) for k, _ in BUDGET_STARTS}
+        # the encoder's own at the chosen level, or a refined one started there or finer, fitted at
+        # its level or a neighbour
+        allowed = {lv} | {int(np.clip(lv + k + s, 0, rd_codec.levels - 1)) for k, _ in BUDGET_STARTS for s in (0, *REQUANTIZE)}
+        assert r.kind == "latent" and r.level in allowed
         assert r.num_bytes <= budget or row[0] > budget
         np.testing.assert_array_equal(rd_codec.decompress(r.data), r.reconstruction)
+
+
+def test_rescale_moves_a_latent_between_levels(rd_codec, analysed):
+    """A refined latent is re-quantized at a neighbouring level as the same y: u / gain_a · gain_b."""
+    _, y = analysed
+    a, b = np.full(len(y), 3), np.arange(len(y)) % rd_codec.levels
+    np.testing.assert_allclose(rd_codec.rescale(rd_codec.scale(y, a), a, b), rd_codec.scale(y, b), rtol=1e-5, atol=1e-5)
 
 
 def test_quantize_to_fit_is_the_smallest_dead_zone_that_fits(rd_codec, analysed):
