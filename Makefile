@@ -82,7 +82,8 @@ train-airplane train-automobile train-flowers: train-%: install
 # residual block to its encoder and generator), flowers 7,865; batch 64, lr 1e-4 (curves: *_gpu*);
 # then airplane and automobile one more cycle of the same trainer on this CPU (`training.gpu train
 # --device cpu --threads 1 --batch 32 --seconds 4500`: 14,623 / 14,621 steps; curves: *_cpu_*), and one
-# more the same way (`--seconds 5100` / `5700`; curves: *_cpu2_*).
+# more the same way (`--seconds 5100` / `5700`; curves: *_cpu2_*), and a third (`--seconds 6600` /
+# `4450`: 18,601 / 13,434 steps; curves: *_cpu3_*).
 # A bundle is continued with the flags it was trained with (they are in FT_ARGS).
 FT_STEPS ?= 12000
 FT_LR ?= 1e-4
