@@ -97,8 +97,10 @@ class Codec:
         """Symbols (N, H, W, C) at per-image ``levels`` -> uint8 images (N, S, S, 3): the decoder's output."""
         symbols = np.asarray(symbols)
         levels = np.broadcast_to(np.asarray(levels), (len(symbols),))
-        model = self.bundle.entropy
-        latents = np.stack([model.dequantize(int(lv), s) for s, lv in zip(symbols, levels)])
+        latents = np.empty(symbols.shape, np.float32)
+        for lv in np.unique(levels):
+            rows = levels == lv
+            latents[rows] = self.bundle.entropy.dequantize(int(lv), symbols[rows])
         return from_unit_range(self.bundle.generate(latents))
 
     def decompress(self, data: bytes, keep_size: bool = True) -> np.ndarray:
@@ -198,27 +200,30 @@ class Codec:
         0.96 byte in 3,264 files (airplane, every 4th level, three dead zones), and the bound keeps
         a margin of 2 bytes, so the choice is the one that coding every dead zone would make."""
         model = self.bundle.entropy
-        levels = np.broadcast_to(np.asarray(levels), (len(scaled),))
-        sizes = sizes or [None] * len(scaled)
+        n = len(scaled)
+        levels = np.broadcast_to(np.asarray(levels), (n,))
+        sizes = sizes or [None] * n
         overhead = self.header_bytes(sizes) - 1  # without the flush byte
-        out, clipped, files = [], [], []
-        for u, lv, size, extra in zip(scaled, levels, sizes, overhead):
-            lv = int(lv)
-            tries = [model.clip(lv, np.sign(u) * np.floor(np.abs(u) + 0.5 - d)) for d in deadzones]
-            low = model.bits(lv, np.stack([q for q, _ in tries])) / 8 - 2 + extra
-            data = None
-            for k in np.flatnonzero(low <= max_bytes):
-                data = self.pack(tries[k][0], lv, size)
-                if len(data) <= max_bytes:
-                    break
-            if data is None or len(data) > max_bytes:  # nothing fits: the largest dead zone's file
-                k = len(tries) - 1
-                data = self.pack(tries[k][0], lv, size)
-            q, n = tries[k]
-            out.append(q)
-            clipped.append(n)
-            files.append(data)
-        return np.stack(out), np.array(clipped), files
+        zones = np.asarray(deadzones, np.float32)[:, None, None, None]
+        out, clipped, files = np.empty(np.shape(scaled), np.int32), np.zeros(n, int), [b""] * n
+        for lv in np.unique(levels):  # every dead zone of every image at this level at once
+            lv, rows = int(lv), np.flatnonzero(levels == lv)
+            u = scaled[rows][:, None]
+            raw = np.sign(u) * np.floor(np.abs(u) + 0.5 - zones)  # (images, zones, H, W, C)
+            tries, _ = model.clip(lv, raw)
+            counts = np.count_nonzero(tries != raw, axis=(2, 3, 4))
+            low = model.bits(lv, tries.reshape(-1, *tries.shape[2:])).reshape(tries.shape[:2]) / 8 - 2
+            for i, q, c, bound in zip(rows, tries, counts, low + overhead[rows, None]):
+                data = None
+                for k in np.flatnonzero(bound <= max_bytes):
+                    data = self.pack(q[k], lv, sizes[i])
+                    if len(data) <= max_bytes:
+                        break
+                if data is None or len(data) > max_bytes:  # nothing fits: the largest dead zone's file
+                    k = len(q) - 1
+                    data = self.pack(q[k], lv, sizes[i])
+                out[i], clipped[i], files[i] = q[k], c[k], data
+        return out, clipped, files
 
     def pack(self, symbols: np.ndarray, level: int, size=None) -> bytes:
         """One image's symbols (H, W, C) at ``level`` -> latent.bin bytes."""
@@ -292,12 +297,13 @@ class Codec:
         under the contexts of ``symbols`` (N, H, W, C), the start: (costs (N, H, W, C, K), 32 bits
         past each table's end; lo (N, C)) — refinement's rate term."""
         model = self.bundle.entropy
-        levels = [int(v) for v in levels]
-        width = max(model.code_lengths(lv)[1] for lv in set(levels))
+        levels = np.asarray(levels, int)
+        width = max(model.code_lengths(int(lv))[1] for lv in np.unique(levels))
         costs = np.full((*np.shape(symbols), width), 32.0, np.float32)
-        for i, (lv, s) in enumerate(zip(levels, symbols)):
-            own = model.symbol_costs(lv, s)
-            costs[i, ..., : own.shape[-1]] = np.where(np.isfinite(own), own, 32.0)
+        for lv in np.unique(levels):  # all images at one level at once
+            rows = np.flatnonzero(levels == lv)
+            own = model.symbol_costs(int(lv), np.asarray(symbols)[rows])
+            costs[rows, ..., : own.shape[-1]] = np.where(np.isfinite(own), own, 32.0)
         return costs, np.stack([model.support(lv) for lv in levels]).astype(np.float32)
 
     @staticmethod
