@@ -63,12 +63,12 @@ def ste_round(v):
 def table_bits(u, costs, lo):
     """Bits per image (N,) of scaled latents u (N, H, W, C) under per-image code-length tables.
 
-    costs: (N, H, W, C, K) bits of symbol ``lo[n, c] + k`` at each position (each position has
-    its own context's table; large past a table's end); lo: (N, C). Exact at integers, linear in
-    between, clamped to each table's support.
+    costs: (N, H, W, C, K) bits of symbol ``lo + k`` at each position (each position has its own
+    context's table; large past a table's end); lo: (N, H, W, C), the symbol of costs[..., 0] at
+    each position. Exact at integers, linear in between, clamped to the K symbols.
     """
     k = tf.shape(costs)[-1]
-    idx = tf.clip_by_value(u - lo[:, None, None, :], 0.0, tf.cast(k - 1, tf.float32))
+    idx = tf.clip_by_value(u - lo, 0.0, tf.cast(k - 1, tf.float32))
     i0 = tf.floor(idx)
     frac = idx - i0
     i0 = tf.cast(i0, tf.int32)
@@ -113,7 +113,7 @@ def refine(generator, targets: np.ndarray, start: np.ndarray, inv_gains: np.ndar
 
     generator: Keras model (dequantized latent -> image in [-1, 1]). targets: float32 (N, S, S, 3)
     in [-1, 1]. start: (N, H, W, C) scaled latents (y·gain). inv_gains: (N, C) per image; lambdas:
-    (N,); costs (N, H, W, C, K) and lo (N, C): each image's code lengths per position and symbol (see
+    (N,); costs (N, H, W, C, K) and lo (N, H, W, C): each image's code lengths per position and symbol (see
     :func:`table_bits`). Returns float32 (N, H, W, C) scaled latents (round them for the symbols).
     ``progress``: callable(done_steps).
     """
