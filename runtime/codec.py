@@ -310,14 +310,10 @@ class Codec:
         half = int(reach) + 2
         lo = symbols - half
         costs = np.empty((*symbols.shape, 2 * half + 1), np.float32)
-        channel = np.arange(model.channels)[:, None]
         for lv in np.unique(levels):  # all images at one level at once
             rows = np.flatnonzero(levels == lv)
-            table, width = model.code_lengths(int(lv))  # (C, K, width), inf past each table's end
-            k = lo[rows][..., None] + np.arange(2 * half + 1) - model.support(int(lv))[:, None]
-            ctx = model.contexts_of(int(lv), symbols[rows])[..., None]
-            own = table[channel, ctx, np.clip(k, 0, width - 1)]
-            costs[rows] = np.where(np.isfinite(own) & (k < width), own, 32.0)
+            own = model.symbol_costs(int(lv), symbols[rows], lo[rows], 2 * half + 1)
+            costs[rows] = np.where(np.isfinite(own), own, 32.0)
         return costs, lo.astype(np.float32)
 
     @staticmethod

@@ -591,12 +591,19 @@ class EntropyModel:
             self._cost_cache[level] = (costs, width)
         return self._cost_cache[level]
 
-    def symbol_costs(self, level: int, symbols: np.ndarray) -> np.ndarray:
-        """(..., H, W, C, width) bits of every symbol value at each position, under the contexts
-        that ``symbols`` (..., H, W, C) give (inf past a table's end): what refinement trades."""
-        costs, _ = self.code_lengths(self._check_level(level))
+    def symbol_costs(self, level: int, symbols: np.ndarray, first: np.ndarray | None = None,
+                     count: int = 0) -> np.ndarray:
+        """Bits of symbol values at each position, under the contexts that ``symbols`` (..., H, W, C)
+        give: what refinement trades. Without ``first``, every value of each table, (..., width);
+        with ``first`` (..., H, W, C), the ``count`` values from ``first`` on, (..., count), where a
+        value below its table costs what the table's lowest symbol does. ``inf`` past a table's end."""
+        costs, width = self.code_lengths(self._check_level(level))
         ctx = self.contexts_of(level, symbols)
-        return costs[np.arange(self.channels), ctx]
+        if first is None:
+            return costs[np.arange(self.channels), ctx]
+        k = np.asarray(first)[..., None] + np.arange(count) - self._lo[level][:, None]
+        own = costs[np.arange(self.channels)[:, None], ctx[..., None], np.clip(k, 0, width - 1)]
+        return np.where(k < width, own, np.inf)
 
     def bits(self, level: int, symbols: np.ndarray) -> float | np.ndarray:
         """Ideal payload length in bits: the level's uniform code plus ``-log2 p`` of every symbol.
