@@ -25,6 +25,7 @@ Pillow only — never TensorFlow.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +61,7 @@ COARSER_BY = 7  # with a target, refinement also starts levels/COARSER_BY levels
 # sqrt(1 / (1 - b1²/b2)) = 7.27 · lr (b1 0.9, b2 0.999; Cauchy–Schwarz on m's sum)
 ADAM_REACH = 7.3
 DEFAULT_LR = 0.05  # Adam step on the scaled latent (1 = one quantization step); measured on the GDN bundles: 0.05 for 15 steps ≈ 0.03 for 20
+ENCODE_THREADS_MAX = 8  # onnxruntime threads for the encoder's batches (its decode of 64 images is ~1 ms each)
 UNLIKE_TRAINING_DB = 6.0  # warn when an image decodes this far below the bundle's validation PSNR
 
 
@@ -83,8 +85,12 @@ class EncodeResult:
 class Codec:
     """Compress images to latent.bin bytes and decompress them with one model bundle."""
 
-    def __init__(self, model=None, threads: int = 1):
+    def __init__(self, model=None, threads: int = 1, encode_threads: int | None = None):
+        """``threads``: onnxruntime threads for decoding (``decompress``); ``encode_threads``: for
+        the encoder's batches (its latents and every candidate's decode; default: every core, at
+        most :data:`ENCODE_THREADS_MAX`). Outputs do not depend on either."""
         self.bundle = model if isinstance(model, Bundle) else find_bundle(model, threads=threads)
+        self.encode_threads = int(encode_threads or min(os.cpu_count() or 1, ENCODE_THREADS_MAX))
         self._mirror = None
 
     @property
@@ -97,15 +103,16 @@ class Codec:
 
     # -- decoding (onnxruntime only) ------------------------------------------------------------
 
-    def synthesize(self, symbols: np.ndarray, levels) -> np.ndarray:
-        """Symbols (N, H, W, C) at per-image ``levels`` -> uint8 images (N, S, S, 3): the decoder's output."""
+    def synthesize(self, symbols: np.ndarray, levels, threads: int | None = None) -> np.ndarray:
+        """Symbols (N, H, W, C) at per-image ``levels`` -> uint8 images (N, S, S, 3): the decoder's
+        output (``threads``: onnxruntime's, default the bundle's)."""
         symbols = np.asarray(symbols)
         levels = np.broadcast_to(np.asarray(levels), (len(symbols),))
         latents = np.empty(symbols.shape, np.float32)
         for lv in np.unique(levels):
             rows = levels == lv
             latents[rows] = self.bundle.entropy.dequantize(int(lv), symbols[rows])
-        return from_unit_range(self.bundle.generate(latents))
+        return from_unit_range(self.bundle.generate(latents, threads))
 
     def decompress(self, data: bytes, keep_size: bool = True) -> np.ndarray:
         """latent.bin bytes -> uint8 RGB image (original size when the file stores it)."""
@@ -170,7 +177,7 @@ class Codec:
 
     def analyze(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 images (N, S, S, 3) -> the encoder's unscaled latents (N, H, W, C)."""
-        return self.bundle.encode_latents(to_unit_range(pixels))
+        return self.bundle.encode_latents(to_unit_range(pixels), self.encode_threads)
 
     def quantize(self, scaled: np.ndarray, levels) -> tuple[np.ndarray, np.ndarray]:
         """Scaled latents (N, H, W, C) -> (int32 symbols clipped into each level's tables, clipped counts)."""
@@ -274,7 +281,7 @@ class Codec:
         while np.any(lo < hi):
             mid = (lo + hi) // 2
             scaled = self.scale(y, mid)
-            recon = self.synthesize(self.quantize(scaled, mid)[0], mid)
+            recon = self.synthesize(self.quantize(scaled, mid)[0], mid, self.encode_threads)
             ok = np.asarray(metrics.psnr(recon, pixels)) >= target_psnr
             active = lo < hi
             hi = np.where(active & ok, mid, hi)
@@ -385,6 +392,10 @@ class Codec:
                 starts.append((-max(1, self.levels // COARSER_BY), 1.0))
         sets = [np.clip(levels + k, 0, self.levels - 1) for k, _ in starts]
         out = []
+
+        def decode(symbols, lv):
+            return self.synthesize(symbols, lv, self.encode_threads)
+
         if sets:
             n = len(pixels)
             scaled = self.refine(np.concatenate([pixels] * len(sets)), np.concatenate([y] * len(sets)),
@@ -394,14 +405,14 @@ class Codec:
                 part = scaled[k * n : (k + 1) * n]
                 if max_bytes is None:
                     symbols, clipped = self.quantize(part, lv)
-                    out.append((lv, self.pack_all(symbols, lv, sizes), clipped, self.synthesize(symbols, lv)))
+                    out.append((lv, self.pack_all(symbols, lv, sizes), clipped, decode(symbols, lv)))
                     continue
                 for shift in (0, *REQUANTIZE):
                     to = np.clip(lv + shift, 0, self.levels - 1)
                     symbols, clipped, files = self.quantize_to_fit(self.rescale(part, lv, to), to, max_bytes, sizes)
-                    out.append((to, files, clipped, self.synthesize(symbols, to)))
+                    out.append((to, files, clipped, decode(symbols, to)))
         symbols, clipped = self.quantize(self.scale(y, levels), levels)
-        out.append((levels, self.pack_all(symbols, levels, sizes), clipped, self.synthesize(symbols, levels)))
+        out.append((levels, self.pack_all(symbols, levels, sizes), clipped, decode(symbols, levels)))
         return out
 
     def _warnings(self, r: EncodeResult, target_bytes, target_psnr) -> list[str]:

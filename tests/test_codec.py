@@ -230,6 +230,23 @@ def test_decode_is_deterministic(codec, images):
     assert png_bytes(codec.decompress(data)) == png_bytes(codec.decompress(data))
 
 
+def test_encoder_threads_change_no_bit(rd_codec, images):
+    """The encoder runs onnxruntime on every core; its files and reported decodes must be those of
+    one thread, and equal to what the single-threaded decoder produces from each file alone."""
+    from runtime.codec import Codec
+
+    rng = np.random.default_rng(3)
+    y = rng.standard_normal((64, *rd_codec.bundle.latent_shape)).astype(np.float32) * 2
+    outs = [rd_codec.bundle.generate(y, threads) for threads in (1, 2, 3)]
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])
+    one, many = Codec(rd_codec.bundle, encode_threads=1), Codec(rd_codec.bundle, encode_threads=2)
+    a = one.compress(images, target_bytes=40, steps=2, fallback=False)
+    b = many.compress(images, target_bytes=40, steps=2, fallback=False)
+    assert [r.data for r in a] == [r.data for r in b]
+    for r in b:
+        assert np.array_equal(r.reconstruction, Codec(rd_codec.bundle, threads=1).decompress(r.data, keep_size=False))
+
+
 def test_keep_size(codec):
     img = Image.fromarray(synthetic_images(1, 16)[0]).resize((40, 24))
     data = codec.compress([np.asarray(img)], steps=0, keep_size=True)[0].data
