@@ -202,23 +202,38 @@ class RangeEncoder:
         self._encode_pairs(zip(symbols, tables))
 
     def _encode_pairs(self, pairs: Iterable[tuple[int, FrequencyTable]]) -> None:
-        """The coder's one loop: each (symbol, table) in turn (nothing for a degenerate table)."""
+        """Each (symbol, table) in turn, as its interval (nothing for a degenerate table); a symbol
+        outside its table raises CodecError before anything of ``pairs`` is coded."""
         if self._finished:
             raise CodecError("the encoder is already finished")
-        out = self._out
-        low, rng = self._low, self._range
+        runs, precision, starts, freqs = [], None, [], []
         for s, table in pairs:
             lo, cum = table.lo, table.cum
             i, n = int(s) - lo, len(cum) - 1
             if not 0 <= i < n:
-                self._low, self._range = low, rng
                 raise CodecError(f"symbol {int(s)} outside the table's support [{lo}, {lo + n - 1}]")
             if n == 1:  # degenerate: certain symbol, 0 bits
                 continue
-            r = rng >> table.precision
-            c = cum[i]
+            if table.precision != precision:
+                runs.append((starts, freqs, precision))
+                precision, starts, freqs = table.precision, [], []
+            starts.append(cum[i])
+            freqs.append(cum[i + 1] - cum[i])
+        runs.append((starts, freqs, precision))
+        for starts, freqs, precision in runs:
+            self._code_intervals(starts, freqs, precision)
+
+    def _code_intervals(self, starts: Sequence[int], freqs: Sequence[int], precision: int) -> None:
+        """The coder's one loop: code each interval [start, start + freq) out of 2**precision
+        (the callers have checked them: freq >= 1, start + freq <= 2**precision)."""
+        if self._finished:
+            raise CodecError("the encoder is already finished")
+        out = self._out
+        low, rng = self._low, self._range
+        for c, f in zip(starts, freqs):
+            r = rng >> precision
             low += r * c
-            rng = r * (cum[i + 1] - c)
+            rng = r * f
             if low >= CARRY:
                 low -= CARRY
                 _propagate_carry(out)
@@ -432,6 +447,7 @@ class EntropyModel:
         self._coded = hi > lo  # (L, C): channels that are coded (not degenerate)
         self._cost_cache: dict[int, tuple[np.ndarray, int]] = {}
         self._rows_cache: dict[int, list] = {}
+        self._cum_cache: dict[int, np.ndarray] = {}
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -655,12 +671,31 @@ class EntropyModel:
             raise CodecError("latent symbols must be integers")
         enc = RangeEncoder()
         enc.encode(level, self.level_table)
-        values = s.reshape(-1, self.channels).T.ravel().tolist()  # channel by channel, H*W row-major
-        ctx = self.contexts_of(level, s).reshape(-1, self.channels).T
-        which = (np.arange(self.channels)[:, None] * self.contexts + ctx).ravel().tolist()
-        tables = [t for row in self.context_tables[level] for t in row]  # channel c, context j at c*K + j
-        enc.encode_each(values, [tables[i] for i in which])
+        flat = s.reshape(-1, self.channels).astype(np.int64)  # (positions, C): coded channel by channel
+        idx = flat - self._lo[level]
+        bad = (idx < 0) | (idx > self._hi[level] - self._lo[level])
+        if bad.any():
+            c = int(np.flatnonzero(bad.any(axis=0))[0])
+            raise CodecError(f"symbol {int(flat[bad[:, c], c][0])} outside the table's support "
+                             f"[{self._lo[level, c]}, {self._hi[level, c]}]")
+        ctx = self.contexts_of(level, s).reshape(-1, self.channels)
+        cum = self._cums(level)
+        start = cum[np.arange(self.channels), ctx, idx]
+        freq = cum[np.arange(self.channels), ctx, idx + 1] - start
+        coded = self._coded[level]  # degenerate channels code nothing
+        enc._code_intervals(start.T[coded].ravel().tolist(), freq.T[coded].ravel().tolist(), self.precision)
         return enc.finish()
+
+    def _cums(self, level: int) -> np.ndarray:
+        """(C, K, width + 1) cumulative frequencies of every table at ``level`` (cached)."""
+        if level not in self._cum_cache:
+            width = max(t.n for t in self.tables[level])
+            cum = np.zeros((self.channels, self.contexts, width + 1), np.int64)
+            for c, ctx in enumerate(self.context_tables[level]):
+                for j, t in enumerate(ctx):
+                    cum[c, j, : t.n + 1] = t.cum
+            self._cum_cache[level] = cum
+        return self._cum_cache[level]
 
     def decode(self, payload: bytes) -> tuple[int, np.ndarray]:
         """Inverse of :meth:`encode`: (level, int32 symbols (H, W, C)); CodecError if corrupted."""
