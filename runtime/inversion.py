@@ -135,6 +135,30 @@ def refine(generator, targets: np.ndarray, start: np.ndarray, inv_gains: np.ndar
     return u.numpy()
 
 
+_GRADIENTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def distortion_gradient(generator, targets: np.ndarray, u: np.ndarray, inv_gains: np.ndarray,
+                        lambdas: np.ndarray) -> np.ndarray:
+    """∂(λ · MSE₂₅₅(G(u · inv_gain), x)) / ∂u per image at scaled latents u (N, H, W, C): what a
+    change of one symbol does to the distortion term of the loss, to first order. targets, inv_gains
+    and lambdas as in :func:`refine`."""
+    if generator not in _GRADIENTS:
+        @tf.function(reduce_retracing=True)
+        def grad(u, target, inv_gain, lam):
+            with tf.GradientTape() as tape:
+                tape.watch(u)
+                out = generator(u * inv_gain, training=False)
+                mse = tf.reduce_mean(tf.square(out - target), axis=[1, 2, 3]) * MSE_SCALE
+                loss = tf.reduce_sum(lam * mse)
+            return tape.gradient(loss, u)
+
+        _GRADIENTS[generator] = grad
+    args = [tf.constant(np.asarray(a, np.float32)) for a in (u, targets, np.asarray(inv_gains)[:, None, None, :],
+                                                               lambdas)]
+    return _GRADIENTS[generator](*args).numpy()
+
+
 def load_mirror(path: str | os.PathLike):
     """Load a ``.keras`` model (the TF mirror) with Keras alone (and the codec's own layers)."""
     import keras

@@ -221,6 +221,40 @@ def test_refinement_beats_its_own_start(rd_codec, analysed, level):
     assert np.sum(after < before) > len(pixels) // 2, (before, after)
 
 
+def test_flips_move_k_symbols_by_one_and_lower_the_loss(rd_codec, analysed):
+    """Each polishing candidate moves at most k symbols of the chosen latent, each by ±1, and the
+    best of them has a lower rate–distortion loss than the chosen latent for most images."""
+    from runtime.codec import POLISH_FLIPS
+
+    pixels, y = analysed
+    levels = np.full(len(pixels), 12)
+    sets = rd_codec.candidates(pixels, y, levels, 10)
+    chosen, _ = rd_codec.best_of(sets, pixels, None, None, rd_codec.bundle.rate["lambdas"][levels])
+    flips = rd_codec.flips(pixels, chosen)
+    assert len(flips) == len(POLISH_FLIPS)
+    base = rd_loss(rd_codec, pixels, chosen[1], levels)
+    losses = []
+    for k, (lv, q, files, _, decoded) in zip(POLISH_FLIPS, flips):
+        moved = np.abs(q.astype(int) - chosen[1]).reshape(len(q), -1)
+        assert moved.max() <= 1 and (moved.sum(1) <= k).all() and moved.sum() > 0
+        assert [rd_codec.pack(s, 12) for s in q] == files
+        np.testing.assert_array_equal(decoded, rd_codec.synthesize(q, lv))
+        losses.append(rd_loss(rd_codec, pixels, q, levels))
+    assert np.sum(np.min(losses, axis=0) < base) > len(pixels) // 2, (base, losses)
+
+
+@pytest.mark.parametrize("budget", [30, 60])
+def test_polishing_never_loses_under_a_budget(rd_codec, images, monkeypatch, budget):
+    import runtime.codec as codec_module
+
+    polished = rd_codec.compress(images, target_bytes=budget, fallback=False)
+    monkeypatch.setattr(codec_module, "POLISH_ROUNDS", 0)
+    plain = rd_codec.compress(images, target_bytes=budget, fallback=False)
+    assert all(r.num_bytes <= budget for r in polished)
+    a, b = np.array([r.quality["psnr"] for r in polished]), np.array([r.quality["psnr"] for r in plain])
+    assert (a >= b).all() and (a > b).any(), (a, b)
+
+
 # -- decoding -----------------------------------------------------------------------------------
 
 def test_decode_is_deterministic(codec, images):
