@@ -34,7 +34,8 @@ def parse_args(argv=None):
     p.add_argument("--no-fallback", action="store_true",
                    help="with a target: never store a WebP payload, even where WebP meets the target better")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
-                   help=f"refinement steps (gradient descent on the latent; default {DEFAULT_STEPS})")
+                   help=f"refinement steps (gradient descent on the latent, then polishing its rounding; "
+                        f"0: the encoder's latent alone; default {DEFAULT_STEPS})")
     p.add_argument("--keep-size", action="store_true", help="store the original size; decode restores it")
     p.add_argument("--batch", type=int, default=64, help="images inverted together (default 64)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
