@@ -276,6 +276,7 @@ def measure_speed(model=None, threads: int = 1, quick: bool = False, progress: b
                   "file_bytes": len(data)},
         "default_steps": DEFAULT_STEPS,
         "threads": threads,
+        "encode_threads": codec.encode_threads,
         "decode": {"generate_batch1": gen, "entropy_decode_batch1": entropy, "codec_decode_batch1": dec,
                    "throughput": throughput, "entropy_decode_us_per_file": entropy["p50_ms"] * 1000},
         "encode": encode, "encode_first_call_s": first_call,
@@ -302,7 +303,9 @@ def markdown(r: dict) -> str:
              f"({d['throughput']['ms_per_image']:.3f} ms/image).", "",
              "## Encoding (ms per image)", "",
              f"First call (imports TensorFlow, loads and verifies the mirror, 1 image, {DEFAULT_STEPS} steps): "
-             f"{r['encode_first_call_s']:.1f} s.", ""]
+             f"{r['encode_first_call_s']:.1f} s. The encoder runs onnxruntime on "
+             f"{r.get('encode_threads', r['threads'])} thread(s) and TensorFlow on its default threads; a "
+             f"{DEFAULT_STEPS}-step encode refines, then polishes the rounding (runtime.codec.POLISH_ROUNDS).", ""]
     batches = sorted({e["batch"] for e in r["encode"]})
     steps = sorted({e["steps"] for e in r["encode"]})
     cell = {(e["batch"], e["steps"]): e["ms_per_image"] for e in r["encode"]}
