@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -94,6 +95,16 @@ class EncodeResult:
     @property
     def num_bytes(self) -> int:
         return len(self.data)
+
+
+class Candidates(NamedTuple):
+    """One candidate file per image of a batch: what :meth:`Codec.best_of` chooses among."""
+
+    levels: np.ndarray  # (N,) rate level of each file
+    symbols: np.ndarray  # (N, H, W, C) int32
+    files: list  # N latent.bin byte strings
+    clipped: np.ndarray  # (N,) latent values clipped into the tables
+    decoded: np.ndarray  # (N, S, S, 3) uint8: what the decoder shows (onnxruntime)
 
 
 class Codec:
@@ -386,9 +397,8 @@ class Codec:
 
     def candidates(self, pixels: np.ndarray, y: np.ndarray, levels: np.ndarray, steps: int,
                    target_psnr: float | None = None, max_bytes: int | None = None, sizes=None,
-                   progress=None) -> list[tuple]:
-        """The latents :meth:`compress` chooses from, each set as (levels, symbols, files, clipped,
-        decoded):
+                   progress=None) -> list[Candidates]:
+        """The latents :meth:`compress` chooses from, as :class:`Candidates` sets:
         the encoder's own at ``levels`` and, with ``steps``, refined ones. Refinement lowers the
         rate–distortion cost, mostly by spending fewer bits, so under a byte budget it starts from
         each of :data:`BUDGET_STARTS` (finer levels; measured on airplane, 64 images: starting 1 and 3
@@ -418,17 +428,19 @@ class Codec:
                 part = scaled[k * n : (k + 1) * n]
                 if max_bytes is None:
                     symbols, clipped = self.quantize(part, lv)
-                    out.append((lv, symbols, self.pack_all(symbols, lv, sizes), clipped, decode(symbols, lv)))
+                    out.append(Candidates(lv, symbols, self.pack_all(symbols, lv, sizes), clipped, decode(symbols, lv)))
                     continue
                 for shift in (0, *REQUANTIZE):
                     to = np.clip(lv + shift, 0, self.levels - 1)
                     symbols, clipped, files = self.quantize_to_fit(self.rescale(part, lv, to), to, max_bytes, sizes)
-                    out.append((to, symbols, files, clipped, decode(symbols, to)))
+                    out.append(Candidates(to, symbols, files, clipped, decode(symbols, to)))
         symbols, clipped = self.quantize(self.scale(y, levels), levels)
-        out.append((levels, symbols, self.pack_all(symbols, levels, sizes), clipped, decode(symbols, levels)))
+        out.append(Candidates(levels, symbols, self.pack_all(symbols, levels, sizes), clipped,
+                              decode(symbols, levels)))
         return out
 
-    def best_of(self, sets: list[tuple], pixels: np.ndarray, target_bytes, target_psnr, lams) -> tuple:
+    def best_of(self, sets: list[Candidates], pixels: np.ndarray, target_bytes, target_psnr,
+                lams) -> tuple[Candidates, list[EncodeResult]]:
         """Per image the best candidate of ``sets`` (each as :meth:`candidates` gives them) under the
         target (:func:`_pick`; ``lams``: per image the λ of a rate–distortion choice). Returns
         (the chosen ones as one set, their EncodeResults)."""
@@ -441,12 +453,11 @@ class Codec:
             best = _pick(options, target_bytes, target_psnr, lams[i])
             picks.append(next(k for k, o in enumerate(options) if o is best))
             results.append(best)
-        chosen = [sets[k] for k in picks]
-        return (np.array([c[0][i] for i, c in enumerate(chosen)]), np.stack([c[1][i] for i, c in enumerate(chosen)]),
-                [c[2][i] for i, c in enumerate(chosen)], np.array([c[3][i] for i, c in enumerate(chosen)]),
-                np.stack([c[4][i] for i, c in enumerate(chosen)])), results
+        rows = [sets[k] for k in picks]
+        levels, symbols, files, clipped, decoded = ([row[f][i] for i, row in enumerate(rows)] for f in range(5))
+        return Candidates(np.array(levels), np.stack(symbols), files, np.array(clipped), np.stack(decoded)), results
 
-    def flips(self, pixels: np.ndarray, chosen: tuple, sizes=None) -> list[tuple]:
+    def flips(self, pixels: np.ndarray, chosen: Candidates, sizes=None) -> list[Candidates]:
         """Candidate sets one rounding search away from ``chosen`` (a set as :meth:`best_of` gives):
         for each k of :data:`POLISH_FLIPS`, per image the k symbols whose move by ±1 lowers the
         loss bits/pixel + λ·MSE the most, to first order: the distortion's gradient from the TF
@@ -455,7 +466,7 @@ class Codec:
         finds better ones that the relaxation cannot see."""
         from runtime.inversion import distortion_gradient
 
-        levels, symbols, _, clipped, _ = chosen
+        levels, symbols, clipped = chosen.levels, chosen.symbols, chosen.clipped
         n = len(symbols)
         grad = distortion_gradient(self.mirror, to_unit_range(pixels), symbols.astype(np.float32),
                                    self.bundle.entropy.inv_gains[levels], self.bundle.rate["lambdas"][levels])
@@ -470,8 +481,8 @@ class Codec:
         for k in POLISH_FLIPS:
             moved = (symbols.reshape(n, -1) + step * (rank < k)).reshape(symbols.shape)
             q = self.quantize(moved, levels)[0]  # a move past a table's end is clipped back
-            out.append((levels, q, self.pack_all(q, levels, sizes), clipped,
-                        self.synthesize(q, levels, self.encode_threads)))
+            out.append(Candidates(levels, q, self.pack_all(q, levels, sizes), clipped,
+                                  self.synthesize(q, levels, self.encode_threads)))
         return out
 
     def _warnings(self, r: EncodeResult, target_bytes, target_psnr) -> list[str]:
