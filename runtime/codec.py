@@ -139,6 +139,10 @@ class Codec:
             latents[rows] = self.bundle.entropy.dequantize(int(lv), symbols[rows])
         return from_unit_range(self.bundle.generate(latents, threads))
 
+    def _decode_batch(self, symbols: np.ndarray, levels) -> np.ndarray:
+        """:meth:`synthesize` for the encoder's batches, on its threads (the same bits)."""
+        return self.synthesize(symbols, levels, self.encode_threads)
+
     def decompress(self, data: bytes, keep_size: bool = True) -> np.ndarray:
         """latent.bin bytes -> uint8 RGB image (original size when the file stores it)."""
         header = bitstream.read_header(data)
@@ -306,7 +310,7 @@ class Codec:
         while np.any(lo < hi):
             mid = (lo + hi) // 2
             scaled = self.scale(y, mid)
-            recon = self.synthesize(self.quantize(scaled, mid)[0], mid, self.encode_threads)
+            recon = self._decode_batch(self.quantize(scaled, mid)[0], mid)
             ok = np.asarray(metrics.psnr(recon, pixels)) >= target_psnr
             active = lo < hi
             hi = np.where(active & ok, mid, hi)
@@ -415,10 +419,6 @@ class Codec:
                 starts.append((-max(1, self.levels // COARSER_BY), 1.0))
         sets = [np.clip(levels + k, 0, self.levels - 1) for k, _ in starts]
         out = []
-
-        def decode(symbols, lv):
-            return self.synthesize(symbols, lv, self.encode_threads)
-
         if sets:
             n = len(pixels)
             scaled = self.refine(np.concatenate([pixels] * len(sets)), np.concatenate([y] * len(sets)),
@@ -428,15 +428,16 @@ class Codec:
                 part = scaled[k * n : (k + 1) * n]
                 if max_bytes is None:
                     symbols, clipped = self.quantize(part, lv)
-                    out.append(Candidates(lv, symbols, self.pack_all(symbols, lv, sizes), clipped, decode(symbols, lv)))
+                    out.append(Candidates(lv, symbols, self.pack_all(symbols, lv, sizes), clipped,
+                                          self._decode_batch(symbols, lv)))
                     continue
                 for shift in (0, *REQUANTIZE):
                     to = np.clip(lv + shift, 0, self.levels - 1)
                     symbols, clipped, files = self.quantize_to_fit(self.rescale(part, lv, to), to, max_bytes, sizes)
-                    out.append(Candidates(to, symbols, files, clipped, decode(symbols, to)))
+                    out.append(Candidates(to, symbols, files, clipped, self._decode_batch(symbols, to)))
         symbols, clipped = self.quantize(self.scale(y, levels), levels)
         out.append(Candidates(levels, symbols, self.pack_all(symbols, levels, sizes), clipped,
-                              decode(symbols, levels)))
+                              self._decode_batch(symbols, levels)))
         return out
 
     def best_of(self, sets: list[Candidates], pixels: np.ndarray, target_bytes, target_psnr,
@@ -481,8 +482,7 @@ class Codec:
         for k in POLISH_FLIPS:
             moved = (symbols.reshape(n, -1) + step * (rank < k)).reshape(symbols.shape)
             q = self.quantize(moved, levels)[0]  # a move past a table's end is clipped back
-            out.append(Candidates(levels, q, self.pack_all(q, levels, sizes), clipped,
-                                  self.synthesize(q, levels, self.encode_threads)))
+            out.append(Candidates(levels, q, self.pack_all(q, levels, sizes), clipped, self._decode_batch(q, levels)))
         return out
 
     def _warnings(self, r: EncodeResult, target_bytes, target_psnr) -> list[str]:

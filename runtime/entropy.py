@@ -204,8 +204,6 @@ class RangeEncoder:
     def _encode_pairs(self, pairs: Iterable[tuple[int, FrequencyTable]]) -> None:
         """Each (symbol, table) in turn, as its interval (nothing for a degenerate table); a symbol
         outside its table raises CodecError before anything of ``pairs`` is coded."""
-        if self._finished:
-            raise CodecError("the encoder is already finished")
         runs, precision, starts, freqs = [], None, [], []
         for s, table in pairs:
             lo, cum = table.lo, table.cum

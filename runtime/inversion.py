@@ -78,6 +78,13 @@ def table_bits(u, costs, lo):
     return tf.reduce_sum((1.0 - frac) * c0 + frac * c1, axis=[1, 2, 3])
 
 
+def weighted_mse(generator, u, target, inv_gain, lam):
+    """Per image λ · MSE₂₅₅(G(u · inv_gain), x): the distortion term of the loss, for refinement and
+    for the polishing gradient alike."""
+    out = generator(u * inv_gain, training=False)
+    return lam * (tf.reduce_mean(tf.square(out - target), axis=[1, 2, 3]) * MSE_SCALE)
+
+
 _COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
@@ -94,9 +101,7 @@ def _adam_loop(generator):
             t = tf.cast(first + i + 1, tf.float32)
             with tf.GradientTape() as tape:
                 tape.watch(u)
-                out = generator(u * inv_gain, training=False)
-                mse = tf.reduce_mean(tf.square(out - target), axis=[1, 2, 3]) * MSE_SCALE
-                loss = tf.reduce_sum(table_bits(u, costs, lo) / pixels + lam * mse)
+                loss = tf.reduce_sum(table_bits(u, costs, lo) / pixels + weighted_mse(generator, u, target, inv_gain, lam))
             g = tape.gradient(loss, u)
             m = b1 * m + (1 - b1) * g
             v = b2 * v + (1 - b2) * g * g
@@ -148,9 +153,7 @@ def distortion_gradient(generator, targets: np.ndarray, u: np.ndarray, inv_gains
         def grad(u, target, inv_gain, lam):
             with tf.GradientTape() as tape:
                 tape.watch(u)
-                out = generator(u * inv_gain, training=False)
-                mse = tf.reduce_mean(tf.square(out - target), axis=[1, 2, 3]) * MSE_SCALE
-                loss = tf.reduce_sum(lam * mse)
+                loss = tf.reduce_sum(weighted_mse(generator, u, target, inv_gain, lam))
             return tape.gradient(loss, u)
 
         _GRADIENTS[generator] = grad
