@@ -84,7 +84,8 @@ train-airplane train-automobile train-flowers: train-%: install
 # --device cpu --threads 1 --batch 32 --seconds 4500`: 14,623 / 14,621 steps; curves: *_cpu_*), and one
 # more the same way (`--seconds 5100` / `5700`; curves: *_cpu2_*), and a third (`--seconds 6600` /
 # `4450`: 18,601 / 13,434 steps; curves: *_cpu3_*), and a fourth at a lower peak rate (`--seconds 6600
-# --lr 5e-5`: 17,266 / 17,427 steps; curves: *_cpu4_*).
+# --lr 5e-5`: 17,266 / 17,427 steps; curves: *_cpu4_*); airplane a fifth on both cores (`--threads 2
+# --seconds 6300 --lr 5e-5`: 35,135 steps; curves: *_cpu5_*).
 # A bundle is continued with the flags it was trained with (they are in FT_ARGS).
 FT_STEPS ?= 12000
 FT_LR ?= 1e-4
