@@ -454,3 +454,25 @@ def test_gpu_torch_mirror_matches_keras_and_trains(tiny_npz, tiny_bundle, tmp_pa
     assert summary["steps"] > 0 and max(summary["parity"]["encoder"], summary["parity"]["generator"]) < 1e-4
     info = unpack(tmp_path / "result.npz", tmp_path / "run")
     assert info["steps"] == summary["steps"] and (tmp_path / "run" / "best" / "rate.npz").exists()
+
+
+def test_gpu_snapshots_do_not_follow_training(tiny_npz, tiny_bundle, tmp_path):
+    """The weights and rate state ``train`` keeps as its best are copies: on the CPU a tensor's
+    ``.cpu().numpy()`` shares its memory, so without a copy the optimizer's in-place steps rewrote
+    the kept snapshot and a cycle returned its last weights instead of its selected ones."""
+    torch = pytest.importorskip("torch")
+    from training.gpu import _load_weights, _torch_modules, _weights_out
+
+    _, arrays = _gpu_pack(tiny_npz, tiny_bundle, tmp_path)
+    cfg = json.loads(arrays["config"].tobytes())
+    T = _torch_modules()
+    gen = T["generator"](cfg)
+    _load_weights(gen, arrays, "generator")
+    rate = T["Rate"]({k[5:]: v for k, v in arrays.items() if k.startswith("rate/") and k != "rate/lambdas"})
+    snapshot = {**_weights_out(gen, "generator"), **rate.state()}
+    before = {k: v.copy() for k, v in snapshot.items()}
+    with torch.no_grad():
+        for p in [*gen.parameters(), *rate.parameters()]:
+            p.add_(1.0)
+    for k, v in snapshot.items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
