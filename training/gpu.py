@@ -16,7 +16,8 @@ three steps:
     loss for a wall-clock budget with the learning rates on a cosine over that time (the step count
     is not known in advance), after a linear warm-up of ``--warmup`` steps: the discriminator
     starts from scratch each cycle, and at the full rate its first gradients and Adam's first
-    steps pulled a trained bundle's score 0.025 up in 64 steps. It evaluates the start, then per level on the validation images every
+    steps pulled the airplane bundle's score from 2.2385 to 2.2519 in 64 steps (with the warm-up:
+    2.2298 after 170). It evaluates the start, then per level on the validation images every
     ``--eval-seconds`` and keeps the best by the same score as ``training.rd``. It writes the best
     weights and the logs as one ``.npz``.
 ``unpack`` (here, TensorFlow)
