@@ -483,12 +483,12 @@ def train(pack_path: Path, seconds: float, out: Path, eval_seconds: float = 60.0
             val.append(row)
             print(f"{elapsed:.0f}s step {step}: score {row['score']:.4f} " + " ".join(
                 f"{row[f'bytes{lev}']:.0f}B/{row[f'psnr{lev}']:.2f}" for lev in range(L)), flush=True)
-            if best is None or row["score"] < best[0]["score"]:
+            if row["score"] < best[0]["score"]:
                 best = (row, snapshot())
     row = {"step": step, **evaluate()}
     val.append(row)
     print(f"final step {step}: score {row['score']:.4f}", flush=True)
-    if best is None or row["score"] < best[0]["score"]:
+    if row["score"] < best[0]["score"]:
         best = (row, snapshot())
     # what the selected networks compute, for unpack to check the way back into Keras
     _load_weights(enc, best[1], "encoder")
