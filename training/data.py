@@ -1,7 +1,10 @@
 """Training data: an .npz of uint8 RGB (keys as in ../shared/data) or a folder of images.
 
 Returns uint8 arrays at model size; :func:`to_unit_range` (runtime.images) scales them to the
-generator's output range [-1, 1].
+generator's output range [-1, 1]. With ``crop`` (``training.train --crop``) the images keep their
+stored size (a model of any size trains on random crops of them), centre-cropped to the set's
+smallest height and width if they differ. A folder with ``train/`` and ``val/`` subfolders keeps
+that split; any other folder is split 80/20.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.errors import CodecError
-from runtime.images import load_image, to_model_size
+from runtime.images import load_image, open_image, to_model_size, to_rgb
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm"}
 VAL_FRACTION = 0.2
@@ -47,7 +50,20 @@ def _check_array(name: str, arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-def load_npz(path: str | os.PathLike, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _at_size(images, size: int, crop: bool) -> np.ndarray:
+    """Model-size array of a list/array of images; with ``crop``, their stored size (centre-cropped
+    to the common smallest height and width), which must be at least ``size`` a side."""
+    if not crop:
+        return _resize_all(np.asarray(images), size) if isinstance(images, np.ndarray) else np.stack(
+            [to_model_size(im, size) for im in images])
+    h = min(im.shape[0] for im in images)
+    w = min(im.shape[1] for im in images)
+    if min(h, w) < size:
+        raise DataError(f"--crop {size} needs images at least {size}×{size}; the smallest is {w}×{h}")
+    return np.stack([im[(im.shape[0] - h) // 2:][:h, (im.shape[1] - w) // 2:][:, :w] for im in images])
+
+
+def load_npz(path: str | os.PathLike, size: int, seed: int = 0, crop: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Load (train, val) uint8 arrays from an .npz; a set without 'val' is split 80/20."""
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -66,25 +82,42 @@ def load_npz(path: str | os.PathLike, size: int, seed: int = 0) -> tuple[np.ndar
         raise DataError(f"{path}: not a readable .npz ({exc})") from None
     if val is None:
         train, val = split_train_val(train, seed)
-    return _resize_all(train, size), _resize_all(val, size)
+    return _at_size(train, size, crop), _at_size(val, size, crop)
 
 
-def load_folder(path: str | os.PathLike, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Load every image in a folder (recursively), crop/resize to ``size``, split 80/20."""
-    files = sorted(p for p in Path(path).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+def _image_files(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _read_all(files: list[Path], size: int, crop: bool) -> np.ndarray:
+    if not crop:
+        return np.stack([load_image(f, size)[0] for f in files])  # raises CodecError naming the bad file
+    return _at_size([np.asarray(to_rgb(open_image(f))) for f in files], size, crop)
+
+
+def load_folder(path: str | os.PathLike, size: int, seed: int = 0, crop: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Load every image in a folder (recursively) at ``size`` (or, with ``crop``, their stored
+    size); ``train/`` and ``val/`` subfolders give the split, else it is 80/20."""
+    path = Path(path)
+    if (path / "train").is_dir() and (path / "val").is_dir():
+        parts = [_image_files(path / "train"), _image_files(path / "val")]
+        for part, name in zip(parts, ("train", "val")):
+            if not part:
+                raise DataError(f"{path / name}: no image files found")
+        return _read_all(parts[0], size, crop), _read_all(parts[1], size, crop)
+    files = _image_files(path)
     if not files:
         raise DataError(f"{path}: no image files found")
-    images = [load_image(f, size)[0] for f in files]  # raises CodecError naming the bad file
-    return split_train_val(np.stack(images), seed)
+    return split_train_val(_read_all(files, size, crop), seed)
 
 
-def load_dataset(path: str | os.PathLike, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def load_dataset(path: str | os.PathLike, size: int, seed: int = 0, crop: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Load a data set from an .npz file or an image folder as uint8 (train, val)."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{path}: no such file or directory")
     if p.is_dir():
-        return load_folder(p, size, seed)
+        return load_folder(p, size, seed, crop)
     if p.suffix.lower() != ".npz":
         raise DataError(f"{path}: expected an .npz file or a folder of images")
-    return load_npz(p, size, seed)
+    return load_npz(p, size, seed, crop)

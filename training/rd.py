@@ -60,9 +60,11 @@ def residual_block(x, name: str):
     return layers.Add(name=f"{name}add")([x, h])
 
 
-def build_rd_encoder(channels: int, image_size: int = 32, widths=(48, 96), name: str = "encoder",
+def build_rd_encoder(channels: int, image_size: int | None = None, widths=(48, 96), name: str = "encoder",
                      arch: str = "conv", blocks: int = 0) -> keras.Model:
-    """image (N, S, S, 3) in [-1, 1] -> y (N, S/f, S/f, channels), unscaled (f: :func:`downsampling`).
+    """image (N, H, W, 3) in [-1, 1] -> y (N, H/f, W/f, channels), unscaled (f: :func:`downsampling`).
+    Fully convolutional: ``image_size`` None (the codec's networks) takes any H, W divisible by f;
+    a number fixes the input to S×S.
 
     ``conv``: stride-2 and 3×3 convolutions with LeakyReLU. ``gdn``: Ballé et al.'s analysis
     transform, 5×5 stride-2 convolutions (one per width, then the latent's) with GDN between them:
@@ -93,15 +95,15 @@ def build_rd_encoder(channels: int, image_size: int = 32, widths=(48, 96), name:
     return keras.Model(x_in, y, name=name)
 
 
-def build_rd_generator(channels: int, image_size: int = 32, widths=(96, 96, 48, 24),
+def build_rd_generator(channels: int, image_size: int | None = None, widths=(96, 96, 48, 24),
                        name: str = "generator", arch: str = "conv", blocks: int = 0) -> keras.Model:
-    """ŷ (N, S/f, S/f, channels) -> image (N, S, S, 3) in [-1, 1].
+    """ŷ (N, H/f, W/f, channels) -> image (N, H, W, 3) in [-1, 1] (``image_size`` as for the encoder).
 
     ``conv``: nearest upsampling + 3×3 convolutions with LeakyReLU. ``gdn``: Ballé et al.'s
     synthesis transform, 5×5 stride-2 transposed convolutions with inverse GDN (one per width),
     then one to RGB with tanh; ``blocks`` residual blocks after the first stage (at S/4, where a
     3×3 convolution costs a quarter of what it would at the next stage)."""
-    g = image_size // downsampling(arch, widths)
+    g = image_size // downsampling(arch, widths) if image_size else None
     y = keras.Input((g, g, channels), name="latent")
     if arch == "gdn":
         from runtime.layers import GDN
@@ -127,9 +129,11 @@ def build_rd_generator(channels: int, image_size: int = 32, widths=(96, 96, 48, 
 
 
 def build_rd_models(cfg) -> tuple[keras.Model, keras.Model]:
-    """(encoder, generator) of a resolved ``TrainConfig`` (its ``rd_arch`` and widths)."""
-    return (build_rd_encoder(cfg.channels, cfg.image_size, cfg.rd_e_widths, arch=cfg.rd_arch, blocks=cfg.rd_e_blocks),
-            build_rd_generator(cfg.channels, cfg.image_size, cfg.rd_g_widths, arch=cfg.rd_arch, blocks=cfg.rd_g_blocks))
+    """(encoder, generator) of a resolved ``TrainConfig`` (its ``rd_arch`` and widths), fully
+    convolutional: they take any image (latent) size, so one pair trains on crops and codes whole
+    images of any size."""
+    return (build_rd_encoder(cfg.channels, None, cfg.rd_e_widths, arch=cfg.rd_arch, blocks=cfg.rd_e_blocks),
+            build_rd_generator(cfg.channels, None, cfg.rd_g_widths, arch=cfg.rd_arch, blocks=cfg.rd_g_blocks))
 
 
 def build_rd_discriminator(image_size: int = 32, widths=(32, 64, 128), name: str = "discriminator") -> keras.Model:
@@ -268,6 +272,7 @@ def train_rd(cfg, resume: bool = False, quiet: bool = False) -> dict:
 
     eval_x = tf.constant(to_unit_range(val_u8[: cfg.eval_images]))
     eval_u8 = val_u8[: cfg.eval_images]
+    eval_pixels = float(eval_u8.shape[1] * eval_u8.shape[2])  # whole images; a --crop run trains on S×S
 
     def evaluate(step: int) -> dict:
         from runtime.metrics import psnr
@@ -283,7 +288,7 @@ def train_rd(cfg, resume: bool = False, quiet: bool = False) -> dict:
             mse = float(np.mean((out.astype(np.float64) - eval_u8) ** 2))
             row[f"bytes{lev}"] = float(np.mean(bits) / 8)
             row[f"psnr{lev}"] = p
-            score += float(np.mean(bits) / pixels) + float(lams[lev]) * mse
+            score += float(np.mean(bits) / eval_pixels) + float(lams[lev]) * mse
             if lev in (0, L // 2, L - 1):
                 recon_rows.append(out[:8])
         row["score"] = score / L

@@ -72,6 +72,7 @@ class TrainConfig:
     w_adv: float = 0.003
     noise_bits: list = field(default_factory=lambda: [3, 4, 5, 6])
     flip: bool = True
+    crop: bool = False  # train on random image_size crops of the images at their stored size
     # rd mode (training/rd.py): spatial latent (S/f, S/f, channels), `levels` rate levels
     channels: int = 64
     levels: int = 8
@@ -292,7 +293,7 @@ def open_run(cfg: TrainConfig, resume: bool):
         saved = load_config(run).resolved()
         saved.steps = cfg.steps  # a resumed run may be extended
         cfg = saved
-    train_u8, val_u8 = load_dataset(cfg.data, cfg.image_size, cfg.seed)
+    train_u8, val_u8 = load_dataset(cfg.data, cfg.image_size, cfg.seed, crop=cfg.crop)
     if len(train_u8) < cfg.batch:
         raise CodecError(f"batch {cfg.batch} is larger than the training set ({len(train_u8)} images)")
     save_config(cfg, run)
@@ -314,11 +315,15 @@ def restore(run: Path, ckpt, resume: bool):
 
 
 def batches(train_u8: np.ndarray, cfg: TrainConfig, start: int):
-    """The training images in [-1, 1], shuffled (reseeded per resume), flipped, batched, endless."""
+    """The training images in [-1, 1], shuffled (reseeded per resume), flipped, batched, endless;
+    with ``cfg.crop``, a random image_size×image_size crop of each image each time it is drawn."""
     tf = _tf()
-    train_data = to_unit_range(train_u8)
-    ds = tf.data.Dataset.from_tensor_slices(train_data)
-    ds = ds.shuffle(len(train_data), seed=cfg.seed + start, reshuffle_each_iteration=True).repeat()
+    ds = tf.data.Dataset.from_tensor_slices(train_u8)
+    ds = ds.shuffle(len(train_u8), seed=cfg.seed + start, reshuffle_each_iteration=True).repeat()
+    if cfg.crop:
+        s = cfg.image_size
+        ds = ds.map(lambda im: tf.image.random_crop(im, (s, s, 3), seed=cfg.seed + start), num_parallel_calls=1)
+    ds = ds.map(lambda im: tf.cast(im, tf.float32) / 127.5 - 1.0, num_parallel_calls=1)
     if cfg.flip:
         ds = ds.map(tf.image.random_flip_left_right, num_parallel_calls=1)
     return ds.batch(cfg.batch, drop_remainder=True).prefetch(2)
@@ -498,7 +503,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="run directory, e.g. runs/airplane")
     p.add_argument("--mode", choices=["rd", "gan", "recon"], default="rd",
                    help="rd: variable-rate rate-distortion GAN codec; gan: the reference design; recon: global-latent codec")
-    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=32,
+                   help="training size (with --crop: the crop's side)")
+    p.add_argument("--crop", action="store_true",
+                   help="rd: train on random --image-size crops of the images at their stored size, "
+                        "validate on whole images (a model for images of any size)")
     p.add_argument("--latent-dim", type=int, default=128)
     p.add_argument("--steps", type=int, default=10000)
     p.add_argument("--batch", type=int, default=64)
@@ -550,7 +559,7 @@ def main(argv=None) -> int:
                       eval_images=a.eval_images, eval_steps=a.eval_steps, channels=a.channels,
                       levels=a.levels, lam_min=a.lam_min, lam_max=a.lam_max, init_from=a.init_from,
                       rd_arch=a.rd_arch, rate_contexts=a.rate_contexts,
-                      rd_g_blocks=a.rd_g_blocks, rd_e_blocks=a.rd_e_blocks)
+                      rd_g_blocks=a.rd_g_blocks, rd_e_blocks=a.rd_e_blocks, crop=a.crop)
     for name in ("g_widths", "d_widths", "e_widths", "rd_e_widths", "rd_g_widths"):
         if getattr(a, name):
             setattr(cfg, name, getattr(a, name))
