@@ -212,6 +212,8 @@ def quantize_latents(y: np.ndarray, gains: np.ndarray) -> np.ndarray:
 # set): K = 8 39.39 / 59.72 / 90.47 / 175.16, K = 16 39.06 / 59.42 / 89.80 / 174.59 (end to end at
 # <= 63 / 130 B: +0.07 / +0.05 dB); K = 1 41.27 / 64.02 / 98.23 / 192.49. entropy.bin doubles (2.8 MB).
 CONTEXTS = 16
+CROP_TABLE_IMAGES = 600  # a --crop run's tables: training images sampled (600 × 16² = 154k positions per channel)
+CROP_VAL_IMAGES = 200  # ... and validation images measured for the manifest
 CONTEXT_PRIOR = 16.0  # a context's histogram is shrunk toward its channel's by this many pseudo-counts
 
 
@@ -326,7 +328,15 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
     with np.load(best_dir / "rate.npz", allow_pickle=False) as f:
         rate = {k: f[k] for k in f.files}
     levels = expand_levels(rate)
-    train_u8, val_u8 = load_dataset(cfg.data, cfg.image_size, cfg.seed)
+    # a --crop run's images keep their stored size: its bundle codes any size, its own being the
+    # data set's (the size a file without a stored size decodes to)
+    train_u8, val_u8 = load_dataset(cfg.data, cfg.image_size, cfg.seed, crop=cfg.crop)
+    image_size = int(val_u8.shape[1]) if cfg.crop else cfg.image_size
+    if cfg.crop and val_u8.shape[1] != val_u8.shape[2]:
+        raise ExportError(f"{cfg.data}: a --crop run's validation images must be square to name the bundle's size")
+    if cfg.crop:  # whole 128² images hold 16x a 32² image's latent positions: a sample fits the tables
+        train_u8 = train_u8[np.random.default_rng(seed).permutation(len(train_u8))[:CROP_TABLE_IMAGES]]
+        val_u8 = val_u8[:CROP_VAL_IMAGES]
     y_train = predict(encoder, to_unit_range(train_u8))
     grid = tuple(int(v) for v in y_train.shape[1:3])
     model = EntropyModel(levels["inv_gains"], entropy_tables(y_train, levels["gains"]), grid)
@@ -334,7 +344,8 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
     dataset = Path(cfg.data).stem
     entropy_bytes = model.to_bytes()
     meta = {"gancodec_role": "generator", "latent_grid": f"{grid[0]},{grid[1]},{cfg.channels}",
-            "image_size": cfg.image_size, "output_range": "-1,1", "dataset": dataset, "bundle_name": name}
+            "image_size": "any" if cfg.crop else image_size, "output_range": "-1,1", "dataset": dataset,
+            "bundle_name": name}
     # the model id (the hash of generator.onnx) must name the tables too: a file written with other
     # tables and the same network must not verify (runtime.bundle checks this entry)
     gen_meta = {**meta, ENTROPY_SHA256_KEY: hashlib.sha256(entropy_bytes).hexdigest()}
@@ -350,9 +361,13 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
         rng = np.random.default_rng(seed)
         zq = model.dequantize(len(levels["gains"]) // 2,
                               np.rint(y_train[:64] * levels["gains"][len(levels["gains"]) // 2]))
-        x = rng.uniform(-1, 1, (16, cfg.image_size, cfg.image_size, 3)).astype(np.float32)
+        x = rng.uniform(-1, 1, (16, image_size, image_size, 3)).astype(np.float32)
         diffs = {"generator": parity(generator, tmp / GENERATOR_ONNX, zq),
                  "encoder": parity(encoder, tmp / ENCODER_ONNX, x)}
+        if cfg.crop:  # dynamic spatial dimensions: a non-square size that is not the training crop's
+            odd = rng.uniform(-1, 1, (2, 48, 80, 3)).astype(np.float32)
+            diffs["encoder_48x80"] = parity(encoder, tmp / ENCODER_ONNX, odd)
+            diffs["generator_48x80"] = parity(generator, tmp / GENERATOR_ONNX, zq[:2, :6, :10])
         bad = {k: v for k, v in diffs.items() if not v <= PARITY_TOLERANCE}
         if bad:
             raise ExportError(f"parity check failed (max abs diff {bad} > {PARITY_TOLERANCE})")
@@ -362,7 +377,8 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
             "format": BUNDLE_FORMAT,
             "name": name,
             "model_id": digests[GENERATOR_ONNX],
-            "image_size": cfg.image_size,
+            "image_size": image_size,
+            "any_size": bool(cfg.crop),
             "latent_grid": [grid[0], grid[1]],
             "channels": cfg.channels,
             "levels": len(levels["gains"]),
@@ -370,6 +386,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
             "dataset": dataset,
             "training": {"mode": cfg.mode, "steps": cfg.steps, "selected_step": best.get("step"),
                          "batch": cfg.batch, "seed": cfg.seed, "trained_levels": cfg.levels,
+                         **({"crop": cfg.image_size} if cfg.crop else {}),
                          "lambda_range": [cfg.lam_min, cfg.lam_max], "arch": cfg.rd_arch, "g_widths": cfg.rd_g_widths,
                          "e_widths": cfg.rd_e_widths, "d_widths": cfg.rd_d_widths,
                          "g_blocks": cfg.rd_g_blocks, "e_blocks": cfg.rd_e_blocks,

@@ -4,7 +4,9 @@ Layout (docs/bitstream.md gives the reasoning behind every bit and a byte-by-byt
 
     byte 0      bits 7-6  format version, 0b10 for version 2 (a version-1 file starts 0xC7 = 0b11…)
                 bit  5    payload kind: 0 latent (range-coded), 1 WebP image
-                bit  4    size flag: the original width and height follow
+                bit  4    size flag: a width and height follow (a latent file of an any-size
+                          bundle: the coded image's size, absent = the bundle's image size; any
+                          other file: the original size the decoded image is resized back to)
                 bits 3-0  model id bits 11..8
     byte 1      model id bits 7..0 (model id = the first 12 bits of SHA-256(generator.onnx))
     [2 + 2]     width - 1, height - 1 as big-endian uint16 (only with the size flag)
@@ -193,8 +195,11 @@ def pack_latent(symbols: np.ndarray, level: int, model: EntropyModel, model_id: 
     return _frame("latent", model_id, model.encode(level, symbols), size)
 
 
-def unpack_latent(data: bytes, model_id: bytes, model: EntropyModel) -> tuple[Header, int, np.ndarray]:
-    """Check and decode a latent file for the model with this id: (header, level, int32 (H, W, C))."""
+def unpack_latent(data: bytes, model_id: bytes, model: EntropyModel,
+                  grid=None) -> tuple[Header, int, np.ndarray]:
+    """Check and decode a latent file for the model with this id: (header, level, int32 (H, W, C)).
+    ``grid``: the latent's (H, W), or a function of the header that gives it (an any-size bundle's
+    grid follows the stored size); default the entropy model's own."""
     header = read_header(data)
     data = bytes(data)
     if header.kind != "latent":
@@ -204,7 +209,9 @@ def unpack_latent(data: bytes, model_id: bytes, model: EntropyModel) -> tuple[He
         raise CodecError(f"file was written by model {header.model_id_hex}…, not by this model ({mine:03x}…)")
     if len(data) < header.length + CRC_BYTES:
         raise CodecError("file truncated inside the header")
-    level, symbols = model.decode(_payload(data, header, model_id))
+    if callable(grid):
+        grid = grid(header)
+    level, symbols = model.decode(_payload(data, header, model_id), grid)
     return header, level, symbols
 
 

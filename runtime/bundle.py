@@ -123,6 +123,30 @@ class Bundle:
         return int(self.manifest["image_size"])
 
     @property
+    def any_size(self) -> bool:
+        """Whether the bundle codes images at their own size (networks exported with dynamic
+        spatial dimensions, trained on crops: ``training.train --crop``). A fixed-size bundle codes
+        every image at ``image_size``² (a stored size is only restored by resizing)."""
+        return bool(self.manifest.get("any_size", False))
+
+    @property
+    def stride(self) -> int:
+        """Image pixels per latent position along each side (8 for the GDN bundles)."""
+        return self.image_size // int(self.manifest["latent_grid"][0])
+
+    def coded_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of the image the networks see for an image of this size: padded up to
+        a multiple of :attr:`stride` (the codec pads by repeating the edge and crops it off after
+        decoding)."""
+        f = self.stride
+        return -(-int(width) // f) * f, -(-int(height) // f) * f
+
+    def grid(self, width: int, height: int) -> tuple[int, int]:
+        """The latent grid (H, W) of an image of this size (an any-size bundle)."""
+        w, h = self.coded_size(width, height)
+        return h // self.stride, w // self.stride
+
+    @property
     def latent_shape(self) -> tuple[int, int, int]:
         """(H, W, C) of one image's latent."""
         h, w = self.manifest["latent_grid"]
@@ -184,8 +208,10 @@ class Bundle:
         return self._sessions[key]
 
     def generate(self, latents: np.ndarray, threads: int | None = None) -> np.ndarray:
-        """Run generator.onnx: dequantized latents (N, H, W, C) float32 -> (N, S, S, 3) in [-1, 1]."""
-        y = np.ascontiguousarray(latents, dtype=np.float32).reshape(-1, *self.latent_shape)
+        """Run generator.onnx: dequantized latents (N, H, W, C) float32 -> (N, f·H, f·W, 3) in [-1, 1]."""
+        y = np.ascontiguousarray(latents, dtype=np.float32)
+        if y.ndim != 4 or y.shape[3] != self.latent_shape[2]:
+            raise CodecError(f"latents must be (N, H, W, {self.latent_shape[2]}), got {y.shape}")
         sess = self.session(GENERATOR_ONNX, threads)
         return sess.run(None, {sess.get_inputs()[0].name: y})[0]
 

@@ -7,8 +7,10 @@ multiplies the symbols by the level's inverse gains and runs ``generator.onnx``.
 
 Encoding, stage by stage (each a method below):
 
-1. :meth:`Codec.prepare` — images to model size (uint8) and their original sizes;
-2. :meth:`Codec.analyze` — the encoder's latent y (onnxruntime);
+1. :meth:`Codec.prepare` — images to model size (uint8; an any-size bundle keeps each image's own
+   size, and :meth:`Codec.compress` codes the images of one size together) and their original sizes;
+2. :meth:`Codec.analyze` — the encoder's latent y (onnxruntime), of the image padded to the latent
+   stride (edge repeated; :meth:`Codec.synthesize` crops the decoder's output back);
 3. :meth:`Codec.choose_levels` — per image, the finest level whose file fits ``target_bytes``
    (one level finer does not), or the coarsest whose decoded PSNR reaches ``target_psnr``;
 4. :meth:`Codec.refine` — rate–distortion refinement of the continuous latent with gradients
@@ -37,7 +39,7 @@ import numpy as np
 from runtime import bitstream, metrics
 from runtime.bundle import Bundle, bundles_for_prefix, find_bundle
 from runtime.errors import CodecError
-from runtime.images import from_unit_range, restore_size, to_model_size, to_unit_range
+from runtime.images import from_unit_range, pad_to, restore_size, to_model_size, to_unit_range
 
 MIRROR_TOLERANCE = 1e-4
 DEFAULT_STEPS = 10  # refinement steps per candidate (benchmarks.effort measures the trade-off; 10 is as
@@ -85,7 +87,7 @@ class EncodeResult:
     """One encoded image: the file bytes and what the decoder will show."""
 
     data: bytes
-    reconstruction: np.ndarray  # uint8 (S, S, 3), exactly what decompress() returns (before --keep-size)
+    reconstruction: np.ndarray  # uint8 (H, W, 3), exactly what decompress() returns (before --keep-size)
     level: int | None  # rate level of a latent file; None for a WebP payload
     kind: str = "latent"  # "latent" or "webp" (the fallback)
     clipped: int = 0  # latent values clipped into the tables' support
@@ -104,7 +106,7 @@ class Candidates(NamedTuple):
     symbols: np.ndarray  # (N, H, W, C) int32
     files: list  # N latent.bin byte strings
     clipped: np.ndarray  # (N,) latent values clipped into the tables
-    decoded: np.ndarray  # (N, S, S, 3) uint8: what the decoder shows (onnxruntime)
+    decoded: np.ndarray  # (N, H, W, 3) uint8: what the decoder shows (onnxruntime)
 
 
 class Codec:
@@ -128,26 +130,34 @@ class Codec:
 
     # -- decoding (onnxruntime only) ------------------------------------------------------------
 
-    def synthesize(self, symbols: np.ndarray, levels, threads: int | None = None) -> np.ndarray:
-        """Symbols (N, H, W, C) at per-image ``levels`` -> uint8 images (N, S, S, 3): the decoder's
-        output (``threads``: onnxruntime's, default the bundle's)."""
+    def synthesize(self, symbols: np.ndarray, levels, threads: int | None = None, hw=None) -> np.ndarray:
+        """Symbols (N, h, w, C) at per-image ``levels`` -> uint8 images (N, H, W, 3): the decoder's
+        output, cropped to ``hw`` = (H, W) (default: the whole f·h × f·w; ``threads``:
+        onnxruntime's, default the bundle's)."""
         symbols = np.asarray(symbols)
         levels = np.broadcast_to(np.asarray(levels), (len(symbols),))
         latents = np.empty(symbols.shape, np.float32)
         for lv in np.unique(levels):
             rows = levels == lv
             latents[rows] = self.bundle.entropy.dequantize(int(lv), symbols[rows])
-        return from_unit_range(self.bundle.generate(latents, threads))
+        out = from_unit_range(self.bundle.generate(latents, threads))
+        return out if hw is None else np.ascontiguousarray(out[:, : hw[0], : hw[1]])
 
-    def _decode_batch(self, symbols: np.ndarray, levels) -> np.ndarray:
+    def _decode_batch(self, symbols: np.ndarray, levels, hw) -> np.ndarray:
         """:meth:`synthesize` for the encoder's batches, on its threads (the same bits)."""
-        return self.synthesize(symbols, levels, self.encode_threads)
+        return self.synthesize(symbols, levels, self.encode_threads, hw)
 
     def decompress(self, data: bytes, keep_size: bool = True) -> np.ndarray:
-        """latent.bin bytes -> uint8 RGB image (original size when the file stores it)."""
+        """latent.bin bytes -> uint8 RGB image: an any-size bundle's at its coded size; otherwise
+        at model size, resized to the original size when the file stores it (and ``keep_size``)."""
         header = bitstream.read_header(data)
         if header.kind == "webp":
             _, image = bitstream.unpack_webp(data)
+        elif self.bundle.any_size:
+            w, h = header.size or (self.bundle.image_size,) * 2
+            _, level, symbols = bitstream.unpack_latent(data, self.bundle.model_id_bytes, self.bundle.entropy,
+                                                        self.bundle.grid(w, h))
+            return self.synthesize(symbols[None], [level], hw=(h, w))[0]
         else:
             _, level, symbols = bitstream.unpack_latent(data, self.bundle.model_id_bytes, self.bundle.entropy)
             image = self.synthesize(symbols[None], [level])[0]
@@ -178,11 +188,25 @@ class Codec:
             self._mirror = mirror
         return self._mirror
 
-    def prepare(self, images) -> tuple[np.ndarray, list]:
-        """Bring images (paths, arrays, PIL images) to model size: (uint8 (N,S,S,3), original sizes)."""
+    def input_size(self, resize: int | None = None) -> int | None:
+        """The side images are brought to before coding: a fixed-size bundle's ``image_size``; for
+        an any-size bundle ``resize`` (None: each image keeps its own size)."""
+        if resize is not None and not (isinstance(resize, (int, np.integer)) and 1 <= resize <= bitstream.MAX_SIDE):
+            raise CodecError(f"--resize must be 1..{bitstream.MAX_SIDE}, got {resize}")
+        if not self.bundle.any_size:
+            if resize is not None and resize != self.bundle.image_size:
+                raise CodecError(f"model {self.bundle.name} codes {self.bundle.image_size}x{self.bundle.image_size} "
+                                 "images only; --resize needs a model trained on crops (any size)")
+            return self.bundle.image_size
+        return None if resize is None else int(resize)
+
+    def prepare(self, images, resize: int | None = None) -> tuple[np.ndarray | list, list]:
+        """Bring images (paths, arrays, PIL images) to model size (:meth:`input_size`): (uint8
+        (N, H, W, 3) — a list of (H, W, 3) when an any-size bundle gets images of several sizes —,
+        original sizes)."""
         from runtime.images import load_image
 
-        size = self.bundle.image_size
+        size = self.input_size(resize)
         out, sizes = [], []
         for im in images:
             if isinstance(im, np.ndarray):
@@ -192,21 +216,33 @@ class Codec:
                 if arr.ndim != 3 or arr.shape[2] != 3:
                     raise CodecError(f"an image array must be (H, W, 3) or (H, W), got {im.shape}")
                 sizes.append((arr.shape[1], arr.shape[0]))
-                out.append(to_model_size(arr.astype(np.uint8) if arr.dtype != np.uint8 else arr, size))
+                arr = arr.astype(np.uint8) if arr.dtype != np.uint8 else arr
+                out.append(np.ascontiguousarray(arr) if size is None else to_model_size(arr, size))
             elif hasattr(im, "size") and hasattr(im, "mode"):
+                from runtime.images import to_rgb
+
                 sizes.append(im.size)
-                out.append(to_model_size(im, size))
+                out.append(np.asarray(to_rgb(im), np.uint8).copy() if size is None else to_model_size(im, size))
             else:
                 arr, original = load_image(im, size)
                 sizes.append(original)
                 out.append(arr)
         if not out:
             raise CodecError("no images to encode")
-        return np.stack(out), sizes
+        for (w, h) in ((a.shape[1], a.shape[0]) for a in out):
+            if max(w, h) > bitstream.MAX_SIDE:
+                raise CodecError(f"image is {w}x{h}; this format codes at most {bitstream.MAX_SIDE} pixels a side "
+                                 "(pass --resize S)")
+        return (np.stack(out) if len({a.shape for a in out}) == 1 else out), sizes
+
+    def padded(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 images (N, H, W, 3) -> the networks' input: edge-padded to the latent stride."""
+        w, h = self.bundle.coded_size(pixels.shape[2], pixels.shape[1])
+        return pad_to(pixels, w, h)
 
     def analyze(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 images (N, S, S, 3) -> the encoder's unscaled latents (N, H, W, C)."""
-        return self.bundle.encode_latents(to_unit_range(pixels), self.encode_threads)
+        """uint8 images (N, H, W, 3) -> the encoder's unscaled latents (N, H/f, W/f, C) (padded up)."""
+        return self.bundle.encode_latents(to_unit_range(self.padded(pixels)), self.encode_threads)
 
     def quantize(self, scaled: np.ndarray, levels) -> tuple[np.ndarray, np.ndarray]:
         """Scaled latents (N, H, W, C) -> (int32 symbols clipped into each level's tables, clipped counts)."""
@@ -310,7 +346,7 @@ class Codec:
         while np.any(lo < hi):
             mid = (lo + hi) // 2
             scaled = self.scale(y, mid)
-            recon = self._decode_batch(self.quantize(scaled, mid)[0], mid)
+            recon = self._decode_batch(self.quantize(scaled, mid)[0], mid, pixels.shape[1:3])
             ok = np.asarray(metrics.psnr(recon, pixels)) >= target_psnr
             active = lo < hi
             hi = np.where(active & ok, mid, hi)
@@ -329,7 +365,7 @@ class Codec:
         levels = np.asarray(levels)
         reach = int(np.ceil(ADAM_REACH * lr * steps))
         costs, lo = self.code_lengths(levels, self.quantize(scaled, levels)[0], reach)
-        return refine(self.mirror, to_unit_range(pixels), scaled, self.bundle.entropy.inv_gains[levels],
+        return refine(self.mirror, to_unit_range(self.padded(pixels)), scaled, self.bundle.entropy.inv_gains[levels],
                       self.bundle.rate["lambdas"][levels] * np.broadcast_to(lam_scale, levels.shape), costs, lo,
                       steps, lr, progress)
 
@@ -363,22 +399,50 @@ class Codec:
 
     def compress(self, images, level: int | None = None, target_bytes: int | None = None,
                  target_psnr: float | None = None, steps: int = DEFAULT_STEPS, keep_size: bool = False,
-                 original_sizes: list | None = None, fallback: bool = True, progress=None) -> list[EncodeResult]:
+                 original_sizes: list | None = None, fallback: bool = True, progress=None,
+                 resize: int | None = None) -> list[EncodeResult]:
         """Encode a batch; every image gets its own latent. Returns bytes and decoder-exact quality.
 
         Rate: ``level`` fixes the rate level (default: the bundle's); ``target_bytes`` /
         ``target_psnr`` choose it per image (and, with ``fallback``, a WebP payload where WebP
-        meets the target better). ``keep_size`` stores each original (width, height).
+        meets the target better). Size: an any-size bundle codes each image at its own size (or
+        at ``resize``²); a fixed-size bundle at its own, and ``keep_size`` stores each original
+        (width, height) for the decoder to resize back to.
         """
         target = _check_rate_args(self, level, target_bytes, target_psnr, steps)
-        pixels, sizes = self.prepare(images)
+        if self.bundle.any_size and keep_size and resize is not None:
+            raise CodecError(f"model {self.bundle.name} codes images at their own size; --keep-size with "
+                             "--resize cannot restore it (drop --resize)")
+        pixels, sizes = self.prepare(images, resize)
         if original_sizes is not None:
             if len(original_sizes) != len(pixels):
                 raise CodecError("original_sizes must give one size per image")
             sizes = [tuple(s) for s in original_sizes]
-        keep = [tuple(s) if keep_size else None for s in sizes]
+        results: list = [None] * len(pixels)
+        by_shape: dict = {}
+        for i, im in enumerate(pixels):
+            by_shape.setdefault(im.shape, []).append(i)
+        for rows in by_shape.values():  # the images of one size are coded together
+            part = np.stack([pixels[i] for i in rows])
+            hw = part.shape[1:3]
+            if self.bundle.any_size:  # the header holds the coded size (absent: the bundle's)
+                native = (self.bundle.image_size,) * 2
+                latent_sizes = [None if hw == native else (hw[1], hw[0])] * len(rows)
+                image_sizes = [None] * len(rows)
+            else:  # the header holds the size to restore
+                latent_sizes = image_sizes = [tuple(sizes[i]) if keep_size else None for i in rows]
+            done = self._compress_batch(part, latent_sizes, image_sizes, level, target_bytes, target_psnr, steps,
+                                        fallback and target is not None, progress)
+            for i, r in zip(rows, done):
+                results[i] = r
+        return results
+
+    def _compress_batch(self, pixels: np.ndarray, keep: list, image_keep: list, level, target_bytes,
+                        target_psnr, steps: int, fallback: bool, progress) -> list[EncodeResult]:
+        """:meth:`compress` for images of one size, (N, H, W, 3); ``keep`` / ``image_keep``: per
+        image the size a latent / an image payload's header stores (or None)."""
         y = self.analyze(pixels)
-        if target is None:
+        if target_bytes is None and target_psnr is None:
             levels = np.full(len(pixels), self.default_level if level is None else int(level))
         else:
             levels = self.choose_levels(y, pixels, target_bytes, target_psnr, keep)
@@ -388,9 +452,9 @@ class Codec:
         for _ in range(POLISH_ROUNDS if steps > 0 else 0):
             best, results = self.best_of([best, *self.flips(pixels, best, keep)], pixels, target_bytes,
                                          target_psnr, lams)
-        if fallback and target is not None:
+        if fallback:
             for i, r in enumerate(results):
-                webp = webp_fallback(pixels[i], self.bundle.model_id_bytes, keep[i], target_bytes, target_psnr)
+                webp = webp_fallback(pixels[i], self.bundle.model_id_bytes, image_keep[i], target_bytes, target_psnr)
                 if webp is not None and _pick([r, webp], target_bytes, target_psnr, None) is webp:
                     results[i] = webp
         quality = metrics.quality(np.stack([r.reconstruction for r in results]), pixels)
@@ -429,15 +493,15 @@ class Codec:
                 if max_bytes is None:
                     symbols, clipped = self.quantize(part, lv)
                     out.append(Candidates(lv, symbols, self.pack_all(symbols, lv, sizes), clipped,
-                                          self._decode_batch(symbols, lv)))
+                                          self._decode_batch(symbols, lv, pixels.shape[1:3])))
                     continue
                 for shift in (0, *REQUANTIZE):
                     to = np.clip(lv + shift, 0, self.levels - 1)
                     symbols, clipped, files = self.quantize_to_fit(self.rescale(part, lv, to), to, max_bytes, sizes)
-                    out.append(Candidates(to, symbols, files, clipped, self._decode_batch(symbols, to)))
+                    out.append(Candidates(to, symbols, files, clipped, self._decode_batch(symbols, to, pixels.shape[1:3])))
         symbols, clipped = self.quantize(self.scale(y, levels), levels)
         out.append(Candidates(levels, symbols, self.pack_all(symbols, levels, sizes), clipped,
-                              self._decode_batch(symbols, levels)))
+                              self._decode_batch(symbols, levels, pixels.shape[1:3])))
         return out
 
     def best_of(self, sets: list[Candidates], pixels: np.ndarray, target_bytes, target_psnr,
@@ -469,7 +533,7 @@ class Codec:
 
         levels, symbols, clipped = chosen.levels, chosen.symbols, chosen.clipped
         n = len(symbols)
-        grad = distortion_gradient(self.mirror, to_unit_range(pixels), symbols.astype(np.float32),
+        grad = distortion_gradient(self.mirror, to_unit_range(self.padded(pixels)), symbols.astype(np.float32),
                                    self.bundle.entropy.inv_gains[levels], self.bundle.rate["lambdas"][levels])
         costs, _ = self.code_lengths(levels, symbols, 1)  # symbols − 3 .. + 3; the symbol's own at 3
         area = pixels.shape[1] * pixels.shape[2]
@@ -482,7 +546,8 @@ class Codec:
         for k in POLISH_FLIPS:
             moved = (symbols.reshape(n, -1) + step * (rank < k)).reshape(symbols.shape)
             q = self.quantize(moved, levels)[0]  # a move past a table's end is clipped back
-            out.append(Candidates(levels, q, self.pack_all(q, levels, sizes), clipped, self._decode_batch(q, levels)))
+            out.append(Candidates(levels, q, self.pack_all(q, levels, sizes), clipped,
+                                  self._decode_batch(q, levels, pixels.shape[1:3])))
         return out
 
     def _warnings(self, r: EncodeResult, target_bytes, target_psnr) -> list[str]:

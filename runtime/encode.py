@@ -1,5 +1,6 @@
 """python -m runtime.encode IMAGE... [--model DIR|NAME|ID] [-o OUT.bin | --out-dir DIR]
-[--level L | --target-bytes N | --target-psnr DB] [--steps N] [--no-fallback] [--keep-size] [--json] [--verbose]
+[--level L | --target-bytes N | --target-psnr DB] [--steps N] [--no-fallback] [--keep-size | --resize S]
+[--json] [--verbose]
 
 Thin CLI over :meth:`runtime.codec.Codec.compress`: prints bytes, bpp, rate level (or WebP), PSNR,
 SSIM and MS-SSIM per image (JSON lines with --json) and a ``warning: …`` line on stderr when a
@@ -36,7 +37,12 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                    help=f"refinement steps (gradient descent on the latent, then polishing its rounding; "
                         f"0: the encoder's latent alone; default {DEFAULT_STEPS})")
-    p.add_argument("--keep-size", action="store_true", help="store the original size; decode restores it")
+    p.add_argument("--keep-size", action="store_true",
+                   help="a fixed-size model (32x32): store the original size, decode resizes back to it "
+                        "(a model trained on crops always codes an image at its own size)")
+    p.add_argument("--resize", type=int, metavar="S",
+                   help="a model trained on crops: code the image center-cropped and resized to SxS "
+                        "instead of at its own size")
     p.add_argument("--batch", type=int, default=64, help="images inverted together (default 64)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
@@ -70,8 +76,7 @@ def run(args) -> int:
         raise CodecError("--batch must be at least 1")
     outputs = output_paths(args)
     codec = Codec(args.model)
-    size = codec.bundle.image_size
-    pixels, originals = codec.prepare(args.images)  # validates every input before any work
+    pixels, originals = codec.prepare(args.images, args.resize)  # validates every input before any work
     bar = None
     if len(pixels) * args.steps >= 200:
         try:
@@ -93,13 +98,15 @@ def run(args) -> int:
         results = codec.compress(list(pixels[chunk]), level=args.level, target_bytes=args.target_bytes,
                                  target_psnr=args.target_psnr, steps=args.steps, keep_size=args.keep_size,
                                  original_sizes=originals[chunk], fallback=not args.no_fallback,
-                                 progress=progress)
+                                 progress=progress, resize=args.resize)
         for k, res in enumerate(results):
             i = start + k
             write_atomic(outputs[i], res.data)
             row = {"input": str(args.images[i]), "output": str(outputs[i]), "model": codec.bundle.name,
                    "payload": res.kind, "level": res.level, "bytes": res.num_bytes,
-                   "bpp": round(bits_per_pixel(res.num_bytes, size, size), 4),
+                   "size": [int(res.reconstruction.shape[1]), int(res.reconstruction.shape[0])],
+                   "bpp": round(bits_per_pixel(res.num_bytes, res.reconstruction.shape[1],
+                                               res.reconstruction.shape[0]), 4),
                    "psnr": round(res.quality["psnr"], 3), "ssim": round(res.quality["ssim"], 4),
                    "ms_ssim": round(res.quality["ms_ssim"], 4), "clipped": res.clipped,
                    "warnings": res.warnings}

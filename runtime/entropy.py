@@ -449,7 +449,8 @@ class EntropyModel:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        """Shape (H, W, C) of one latent's symbols."""
+        """Shape (H, W, C) of one latent's symbols at the bundle's own image size (the tables are
+        position-free: :meth:`encode` and :meth:`decode` take any grid within the caps)."""
         return (*self.grid, self.channels)
 
     def __eq__(self, other) -> bool:
@@ -628,8 +629,8 @@ class EntropyModel:
         """
         level = self._check_level(level)
         s = np.asarray(symbols)
-        if s.ndim < 3 or s.shape[-3:] != self.shape:
-            raise CodecError(f"symbols have shape {s.shape}, the model expects (..., {self.shape})")
+        if s.ndim < 3 or s.shape[-1] != self.channels:
+            raise CodecError(f"symbols have shape {s.shape}, the model expects (..., H, W, {self.channels})")
         costs, width = self.code_lengths(level)
         idx = s.astype(np.int64) - self._lo[level]
         inside = (idx >= 0) & (idx < width)
@@ -663,8 +664,9 @@ class EntropyModel:
         its context's table."""
         level = self._check_level(level)
         s = np.asarray(symbols)
-        if s.shape != self.shape:
-            raise CodecError(f"latent symbols have shape {s.shape}, the model expects {self.shape}")
+        if s.ndim != 3 or s.shape[2] != self.channels:
+            raise CodecError(f"latent symbols have shape {s.shape}, the model expects (H, W, {self.channels})")
+        self._check_grid(s.shape[:2])
         if not np.issubdtype(s.dtype, np.integer):
             raise CodecError("latent symbols must be integers")
         enc = RangeEncoder()
@@ -695,13 +697,20 @@ class EntropyModel:
             self._cum_cache[level] = cum
         return self._cum_cache[level]
 
-    def decode(self, payload: bytes) -> tuple[int, np.ndarray]:
-        """Inverse of :meth:`encode`: (level, int32 symbols (H, W, C)); CodecError if corrupted."""
+    def _check_grid(self, grid) -> tuple[int, int]:
+        h, w = (int(v) for v in grid)
+        if not (1 <= h <= MAX_GRID_SIDE and 1 <= w <= MAX_GRID_SIDE and h * w * self.channels <= MAX_SYMBOLS):
+            raise CodecError(f"latent grid {h}x{w}x{self.channels} beyond the caps")
+        return h, w
+
+    def decode(self, payload: bytes, grid=None) -> tuple[int, np.ndarray]:
+        """Inverse of :meth:`encode`: (level, int32 symbols (H, W, C)) on ``grid`` (H, W) (default:
+        the model's own); CodecError if corrupted."""
+        h, w = self._check_grid(self.grid if grid is None else grid)
         dec = RangeDecoder(payload)
         level = dec.decode(self.level_table)
         if level >= self.levels:  # unreachable with the uniform table; kept as a guard
             raise CodecError("entropy decoding failed: rate level out of range (corrupted file)")
-        h, w = self.grid
         positions = h * w
         values = dec.decode_with_contexts(self.decoding_rows(level), positions, self.contexts)
         dec.finish()

@@ -100,14 +100,27 @@ def open_image(source: str | os.PathLike | bytes) -> Image.Image:
     return img
 
 
-def load_image(source: str | os.PathLike | bytes, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Load an image file at model size; returns (uint8 (size,size,3), original (width, height))."""
+def load_image(source: str | os.PathLike | bytes, size: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """Load an image file at model size (``size`` None: at its own size); returns (uint8
+    (size, size, 3), original (width, height))."""
     img = open_image(source)
     original = img.size
     try:
+        if size is None:
+            return np.asarray(to_rgb(img), dtype=np.uint8).copy(), original
         return to_model_size(img, size), original
     except (OSError, ValueError) as exc:
         raise CodecError(f"cannot convert image: {exc}") from None
+
+
+def pad_to(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(..., H, W, 3) -> (..., height, width, 3), the last row and column repeated (edge padding:
+    what an any-size bundle's networks see past an image's edge; the decoder crops it off)."""
+    h, w = pixels.shape[-3], pixels.shape[-2]
+    if (h, w) == (height, width):
+        return pixels
+    pad = [(0, 0)] * (pixels.ndim - 3) + [(0, height - h), (0, width - w), (0, 0)]
+    return np.pad(pixels, pad, mode="edge")
 
 
 def restore_size(pixels: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -79,3 +79,24 @@ def run_module(module: str, *args, env=None, cwd=ROOT, input=None, timeout=300):
     full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=full_env, input=input, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_any_bundle(tmp_path_factory) -> Path:
+    """A real any-size bundle: trained on 16×16 random crops of 32×32 images (a train/ and val/
+    folder of PNGs), exported with dynamic spatial dimensions."""
+    from PIL import Image
+
+    from export.onnx import export_run
+    from training.train import train
+
+    data = tmp_path_factory.mktemp("crops")
+    for split, n, seed in (("train", 48, 0), ("val", 8, 1)):
+        (data / split).mkdir()
+        for i, im in enumerate(synthetic_images(n, 32, seed)):
+            Image.fromarray(im).save(data / split / f"{i:03d}.png")
+    run = tmp_path_factory.mktemp("runs") / "tiny_any"
+    train(tiny_config(data, run, crop=True, steps=40, eval_every=20, ckpt_every=20), quiet=True)
+    out = tmp_path_factory.mktemp("models_any") / "tiny_any"
+    export_run(run, out)
+    return out

@@ -357,7 +357,20 @@ def test_model_validation():
     with pytest.raises(CodecError, match="level"):
         m.encode(1, np.zeros((1, 1, 1), int))
     with pytest.raises(CodecError, match="shape"):
-        m.encode(0, np.zeros((2, 1, 1), int))
+        m.encode(0, np.zeros((2, 1, 2), int))  # channels are the model's; the grid is any
+    with pytest.raises(CodecError, match="caps"):
+        m.decode(m.encode(0, np.zeros((2, 1, 1), int)), (0, 1))
+
+
+def test_any_grid_round_trips():
+    """The tables are position-free: a latent on any grid codes, and decodes on the same grid."""
+    m = context_model()
+    rng = np.random.default_rng(5)
+    for grid in [(1, 1), (3, 5), (7, 2)]:
+        for level in range(m.levels):
+            q, _ = m.clip(level, rng.integers(-3, 4, (*grid, m.channels)))
+            lv, back = m.decode(m.encode(level, q), grid)
+            assert lv == level and np.array_equal(back, q)
 
 
 # --- contexts (entropy.bin version 2) -------------------------------------------------------------
