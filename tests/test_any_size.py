@@ -78,15 +78,24 @@ def test_resize_codes_a_square_and_fixed_bundles_refuse_it(tiny_any_bundle, tiny
 @pytest.mark.skipif(not (PROJECT_MODELS / "flowers128" / "manifest.json").exists(),
                     reason="models/flowers128 is not shipped in this checkout")
 def test_padding_never_leaks_into_the_pixels():
-    """A constant image whose size is not a multiple of the latent stride decodes within 1 level
-    of constant, at the shipped flowers128 bundle's finest level (the edge padding is cropped off)."""
+    """Constant images whose size is not a multiple of the latent stride (37×61: 3 and 3 pixels of
+    edge padding) decode no worse than the same colour at 40×64 (no padding), at the shipped
+    flowers128 bundle's finest level; mid-grey decodes within 2 levels of itself everywhere.
+    (Within 1 level does not hold for saturated colours even without padding: the model's own
+    error on a flat (200, 40, 90) is 7 levels at its finest level, measured.)"""
     from runtime.codec import Codec
 
     codec = Codec("flowers128")
-    for colour in ((200, 40, 90), (20, 120, 60)):
-        img = np.empty((37, 61, 3), np.uint8)
-        img[:] = colour
-        r = codec.compress([img], level=codec.levels - 1, steps=0)[0]
-        out = codec.decompress(r.data).astype(int)
-        assert out.shape == img.shape
-        assert np.abs(out - np.array(colour)).max() <= 1, np.abs(out - np.array(colour)).max()
+    top = codec.levels - 1
+    for colour in ((200, 40, 90), (20, 120, 60), (128, 128, 128)):
+        errors = []
+        for h, w in ((37, 61), (40, 64)):
+            img = np.empty((h, w, 3), np.uint8)
+            img[:] = colour
+            r = codec.compress([img], level=top, steps=0)[0]
+            out = codec.decompress(r.data).astype(int)
+            assert out.shape == img.shape
+            errors.append(int(np.abs(out - np.array(colour)).max()))
+        assert errors[0] <= errors[1] + 1, (colour, errors)
+        if colour == (128, 128, 128):
+            assert errors[0] <= 2, errors
