@@ -129,11 +129,12 @@ def build_rd_generator(channels: int, image_size: int | None = None, widths=(96,
 
 
 def build_rd_models(cfg) -> tuple[keras.Model, keras.Model]:
-    """(encoder, generator) of a resolved ``TrainConfig`` (its ``rd_arch`` and widths), fully
-    convolutional: they take any image (latent) size, so one pair trains on crops and codes whole
-    images of any size."""
-    return (build_rd_encoder(cfg.channels, None, cfg.rd_e_widths, arch=cfg.rd_arch, blocks=cfg.rd_e_blocks),
-            build_rd_generator(cfg.channels, None, cfg.rd_g_widths, arch=cfg.rd_arch, blocks=cfg.rd_g_blocks))
+    """(encoder, generator) of a resolved ``TrainConfig`` (its ``rd_arch`` and widths). A ``--crop``
+    run's take any image (latent) size: they train on crops and code whole images of any size
+    (exported with dynamic spatial dimensions); any other run's are fixed at ``image_size``."""
+    size = None if getattr(cfg, "crop", False) else cfg.image_size
+    return (build_rd_encoder(cfg.channels, size, cfg.rd_e_widths, arch=cfg.rd_arch, blocks=cfg.rd_e_blocks),
+            build_rd_generator(cfg.channels, size, cfg.rd_g_widths, arch=cfg.rd_arch, blocks=cfg.rd_g_blocks))
 
 
 def build_rd_discriminator(image_size: int = 32, widths=(32, 64, 128), name: str = "discriminator") -> keras.Model:
