@@ -1,21 +1,23 @@
-"""The latent.bin file format, version 2: header, payload kinds, integrity. THE one definition.
+"""The latent.bin file format, version 3: header, payload kinds, integrity. THE one definition.
 
 Layout (docs/bitstream.md gives the reasoning behind every bit and a byte-by-byte spec)::
 
-    byte 0      bits 7-6  format version, 0b10 for version 2 (a version-1 file starts 0xC7 = 0b11…)
+    byte 0      bits 7-6  format version, 0b01 for version 3 (0b10: version 2, still read;
+                          a version-1 file starts 0xC7 = 0b11…)
                 bit  5    payload kind: 0 latent (range-coded), 1 WebP image
                 bit  4    size flag: a width and height follow (a latent file of an any-size
                           bundle: the coded image's size, absent = the bundle's image size; any
                           other file: the original size the decoded image is resized back to)
                 bits 3-0  model id bits 11..8
     byte 1      model id bits 7..0 (model id = the first 12 bits of SHA-256(generator.onnx))
-    [2 + 2]     width - 1, height - 1 as big-endian uint16 (only with the size flag)
+    [3]         width - 1 (12 bits), height - 1 (12 bits), big-endian (only with the size flag;
+                version 2 had 2 + 2 bytes, uint16 each)
     payload     latent: the range-coded rate level and symbols (runtime.entropy);
                 WebP: a WebP file without its 12-byte RIFF header
     last byte   CRC-8 (poly 0x07) over every byte before it, its register seeded by first running
                 it over the full 32-byte model id (latent) or not seeded (WebP)
 
-Fixed overhead: 3 bytes (7 with the size). This module imports numpy, Pillow (WebP payloads
+Fixed overhead: 3 bytes (6 with the size). This module imports numpy, Pillow (WebP payloads
 only, lazily) and the standard library.
 """
 
@@ -31,18 +33,20 @@ import numpy as np
 from runtime.entropy import EntropyModel
 from runtime.errors import CodecError
 
-VERSION = 2
-VERSION_BITS = 0b10  # the top 2 bits of byte 0
+VERSION = 3
+VERSION_BITS = 0b01  # the top 2 bits of byte 0
+V2_BITS = 0b10  # version 2: read (its size field is 2 + 2 bytes), never written
 V1_MAGIC = 0xC7  # byte 0 of every format-1 file
 KINDS = ("latent", "webp")
 HEADER_BYTES = 2
-SIZE_BYTES = 4
+SIZE_BYTES = 3  # 12 + 12 bits
+SIZE_BYTES_V2 = 4
 CRC_BYTES = 1
 MIN_FILE_BYTES = HEADER_BYTES + CRC_BYTES
 MODEL_ID_BITS = 12
-MAX_FILE_BYTES = 1 << 16  # far above any real file (a 256-d latent at the finest level is < 400 B)
-MAX_SIDE = 8192  # a stored original size is capped before anything is allocated from it
-MAX_RESTORE_PIXELS = 24_000_000
+MAX_FILE_BYTES = 1 << 20  # far above any real file (a 2048x2048 image at the finest level is ~0.5 MB)
+MAX_SIDE = 4096  # what 12 bits hold; a stored size is capped before anything is allocated from it
+MAX_RESTORE_PIXELS = 16_777_216
 MAX_WEBP_SIDE = 1024  # a WebP payload stands in for a small image; checked before decoding pixels
 RIFF_HEADER_BYTES = 12  # "RIFF" + uint32 LE size + "WEBP", rebuilt on decode
 WEBP_CHUNKS = (b"VP8 ", b"VP8L", b"VP8X")
@@ -95,7 +99,7 @@ class Header:
     @property
     def length(self) -> int:
         """Header bytes before the payload."""
-        return HEADER_BYTES + (SIZE_BYTES if self.size else 0)
+        return HEADER_BYTES + ((SIZE_BYTES if self.version == VERSION else SIZE_BYTES_V2) if self.size else 0)
 
     @property
     def model_id_hex(self) -> str:
@@ -106,8 +110,10 @@ class Header:
         byte0 = (VERSION_BITS << 6) | (KINDS.index(self.kind) << 5) | (int(bool(self.size)) << 4) \
             | (self.model_id_prefix >> 8)
         out = bytes([byte0, self.model_id_prefix & 0xFF])
+        if self.version != VERSION:
+            raise ValueError(f"only version {VERSION} headers are written")
         if self.size:
-            out += struct.pack(">HH", self.size[0] - 1, self.size[1] - 1)
+            out += (((self.size[0] - 1) << 12) | (self.size[1] - 1)).to_bytes(SIZE_BYTES, "big")
         return out
 
 
@@ -141,18 +147,24 @@ def read_header(data: bytes) -> Header:
     if byte0 == V1_MAGIC:
         raise CodecError("this file was written by an older version of gancodec (format 1); "
                          "re-encode it with this version")
-    if byte0 >> 6 != VERSION_BITS:
+    if byte0 >> 6 not in (VERSION_BITS, V2_BITS):
         raise CodecError("not a gancodec latent.bin (unknown format version bits "
                          f"{byte0 >> 6:02b}; written by a newer version?)")
+    version = VERSION if byte0 >> 6 == VERSION_BITS else 2
     kind = KINDS[(byte0 >> 5) & 1]
     size = None
     if byte0 & 0x10:
-        if len(data) < HEADER_BYTES + SIZE_BYTES + CRC_BYTES:
+        n = SIZE_BYTES if version == VERSION else SIZE_BYTES_V2
+        if len(data) < HEADER_BYTES + n + CRC_BYTES:
             raise CodecError("file truncated inside the header")
-        w, h = struct.unpack_from(">HH", data, HEADER_BYTES)
-        size = (w + 1, h + 1)
+        if version == VERSION:
+            packed = int.from_bytes(data[HEADER_BYTES:HEADER_BYTES + n], "big")
+            size = ((packed >> 12) + 1, (packed & 0xFFF) + 1)
+        else:
+            w, h = struct.unpack_from(">HH", data, HEADER_BYTES)
+            size = (w + 1, h + 1)
         _check_size(size)
-    return Header(kind, ((byte0 & 0x0F) << 8) | data[1], size)
+    return Header(kind, ((byte0 & 0x0F) << 8) | data[1], size, version)
 
 
 def _check_size(size: tuple[int, int]) -> None:

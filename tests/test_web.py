@@ -106,6 +106,13 @@ def test_js_parses_context_entropy_bin_like_python(js, vectors):
              for ctx in row] for row in python.context_tables] == model["context_tables"]
 
 
+def test_js_reads_the_header_known_answers(js, vectors):
+    assert len(js["headers"]) == len(vectors["headers"]) >= 6
+    for got, want in zip(js["headers"], vectors["headers"]):
+        assert got == {"kind": want["kind"], "size": want["size"], "model_id_prefix": want["model_id_prefix"],
+                       "length": len(want["hex"]) // 2}, want
+
+
 def test_js_range_decoder_decodes_every_coder_stream(js, vectors):
     assert [c["name"] for c in js["coder"]] == [c["name"] for c in vectors["coder"]]
     for got, want in zip(js["coder"], vectors["coder"]):
@@ -402,5 +409,49 @@ def test_page_decodes_like_python(site_url, tiny_bundle, tmp_path):
             assert status == "done"
             missing = DecoderPage(browser, site_url, "?model=nonesuch")
             assert "no model named nonesuch" in missing.page.inner_text("#message")
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def any_size_site_url(tiny_any_bundle, tmp_path):
+    """The page with the tiny any-size bundle (trained on crops, dynamic ONNX shapes)."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} missing (install Debian's chromium: make browser)")
+    pytest.importorskip("playwright.sync_api")
+    ensure_runtime()
+    with serve(web.build_site(tmp_path / "site", [tiny_any_bundle])) as url:
+        yield url
+
+
+@pytest.mark.browser
+def test_page_decodes_non_square_files_like_python(any_size_site_url, tiny_any_bundle, tmp_path):
+    """An any-size bundle's files at their own, non-square, odd sizes: the page decodes each to the
+    size in its header and the pixels Python decodes (the grid follows the size, the padding is
+    cropped)."""
+    from playwright.sync_api import sync_playwright
+
+    codec = Codec(tiny_any_bundle)
+    rng = np.random.default_rng(3)
+    images = [np.clip(rng.normal(128, 40, (h, w, 3)), 0, 255).astype(np.uint8)
+              for h, w in ((48, 80), (21, 37), (16, 16), (9, 50))]
+    files = {}
+    for i, image in enumerate(images):
+        result = codec.compress([image], level=codec.levels - 1 - i, steps=0)[0]
+        files[f"any{i}.bin"] = result.data
+        (tmp_path / f"any{i}.bin").write_bytes(result.data)
+    with sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = DecoderPage(browser, any_size_site_url)
+            for (name, data), image in zip(files.items(), images):
+                status, pixels = page.decode(tmp_path / name)
+                assert status == "done", (name, pixels)
+                expected, _ = decode_file_bytes(data, model=str(tiny_any_bundle))
+                assert pixels.shape == expected.shape == image.shape, name
+                diff = np.abs(pixels.astype(int) - expected.astype(int))
+                assert diff.max() <= MAX_ABS_DIFF, (name, diff.max())
+                info = page.page.inner_text("#info")
+                assert f"{image.shape[1]}×{image.shape[0]}" in info, info
         finally:
             browser.close()

@@ -80,7 +80,11 @@ const out = {
       return { symbols };
     }),
   })),
-  files: vectors.files.map((f) => ({ file: f.file, ...decodeFile(read(f.file), modelFor(fileModel(f))) })),
+  files: vectors.files.map((f) => ({ file: f.file, ...decodeFile(read(f.file), modelFor(fileModel(f)), f.grid) })),
+  headers: (vectors.headers || []).map((h) => attempt(() => {
+    const got = readHeader(new Uint8Array([...Buffer.from(h.hex, 'hex'), 0, 0]));
+    return { kind: got.kind, size: got.size, model_id_prefix: got.modelIdPrefix, length: got.length };
+  })),
   extra: lists['--files'].map(({ path, model }) => ({ file: path, ...decodeFile(readPath(path), modelFor(model)) })),
   bad_entropy_bins: (vectors.bad_entropy_bins || []).map((b) => parseEntropy(join(dir, b.file), b.file)),
   entropy: lists['--entropy'].map(({ path }) => parseEntropy(path, path)),
@@ -96,14 +100,14 @@ function parseEntropy(path, name) {
   };
 }
 
-function decodeFile(data, model) {
+function decodeFile(data, model, grid = null) {
   return attempt(() => {
     const header = readHeader(data);
     if (header.kind === 'webp') {
       const { webp, width, height } = unpackWebp(data);
       return { kind: 'webp', size: header.size, webp: toHex(webp), width, height };
     }
-    const { level, symbols } = unpackLatent(data, modelId, model);
+    const { level, symbols } = unpackLatent(data, modelId, model, grid);
     return {
       kind: 'latent', size: header.size, level,
       symbols: Array.from(symbols), contexts: Array.from(model.contextsOf(level, symbols)),

@@ -32,7 +32,7 @@ export const MAX_CONTEXTS = 64;
 export const MAX_LEVELS = 256;
 export const MAX_CHANNELS = 4096;
 export const MAX_GRID_SIDE = 1024;
-export const MAX_SYMBOLS = 2 ** 20; // H * W * C
+export const MAX_SYMBOLS = 2 ** 22; // H * W * C
 export const MAX_ENTROPY_BYTES = 64 * 2 ** 20;
 const ENTROPY_HEADER_BYTES = 14; // magic, version, precision, L, C, H, W
 const CONTEXTS_FIELD_BYTES = 1; // version 2 only, after the header: K contexts
@@ -317,14 +317,19 @@ export class EntropyModel {
     return out;
   }
 
-  /** Inverse of EntropyModel.encode: {level, symbols: Int32Array (H, W, C) row-major}. */
-  decode(payload) {
+  /** Inverse of EntropyModel.encode: {level, symbols: Int32Array (H, W, C) row-major} on grid [H, W]
+   * (default: the model's own). */
+  decode(payload, grid = null) {
+    const [h, w] = grid || this.grid;
+    if (!(Number.isInteger(h) && Number.isInteger(w) && h >= 1 && h <= MAX_GRID_SIDE && w >= 1
+          && w <= MAX_GRID_SIDE && h * w * this.channels <= MAX_SYMBOLS)) {
+      throw new CodecError(`latent grid ${h}x${w}x${this.channels} beyond the caps`);
+    }
     const dec = new RangeDecoder(payload);
     const level = dec.decode(this.levelTable);
     if (level >= this.levels) { // unreachable with the uniform table; kept as a guard
       throw new CodecError('entropy decoding failed: rate level out of range (corrupted file)');
     }
-    const [h, w] = this.grid;
     const c = this.channels;
     const positions = h * w;
     const symbols = new Int32Array(positions * c);
@@ -467,17 +472,19 @@ function readTablesPacked(data, view, pos, levels, channels, k, precision) {
 
 // --- runtime/bitstream.py ----------------------------------------------------------------------
 
-export const VERSION = 2;
-export const VERSION_BITS = 0b10; // the top 2 bits of byte 0
+export const VERSION = 3;
+export const VERSION_BITS = 0b01; // the top 2 bits of byte 0
+export const V2_BITS = 0b10; // version 2: read (its size field is 2 + 2 bytes)
 export const V1_MAGIC = 0xc7; // byte 0 of every format-1 file
 export const KINDS = ['latent', 'webp'];
 export const HEADER_BYTES = 2;
-export const SIZE_BYTES = 4;
+export const SIZE_BYTES = 3; // 12 + 12 bits
+export const SIZE_BYTES_V2 = 4;
 export const CRC_BYTES = 1;
 export const MIN_FILE_BYTES = HEADER_BYTES + CRC_BYTES;
-export const MAX_FILE_BYTES = 2 ** 16;
-export const MAX_SIDE = 8192;
-export const MAX_RESTORE_PIXELS = 24000000;
+export const MAX_FILE_BYTES = 2 ** 20;
+export const MAX_SIDE = 4096;
+export const MAX_RESTORE_PIXELS = 16777216;
 export const MAX_WEBP_SIDE = 1024;
 export const WEBP_CHUNKS = ['VP8 ', 'VP8L', 'VP8X'];
 
@@ -523,15 +530,19 @@ export function readHeader(data) {
     throw new CodecError('this file was written by an older version of gancodec (format 1); '
                          + 're-encode it with this version');
   }
-  if (byte0 >> 6 !== VERSION_BITS) {
+  if (byte0 >> 6 !== VERSION_BITS && byte0 >> 6 !== V2_BITS) {
     throw new CodecError('not a gancodec latent.bin (unknown format version bits '
                          + `${(byte0 >> 6).toString(2).padStart(2, '0')}; written by a newer version?)`);
   }
+  const version = byte0 >> 6 === VERSION_BITS ? VERSION : 2;
+  const sizeBytes = version === VERSION ? SIZE_BYTES : SIZE_BYTES_V2;
   const kind = KINDS[(byte0 >> 5) & 1];
   let size = null;
   if (byte0 & 0x10) {
-    if (data.length < HEADER_BYTES + SIZE_BYTES + CRC_BYTES) throw new CodecError('file truncated inside the header');
-    size = [(data[2] << 8 | data[3]) + 1, (data[4] << 8 | data[5]) + 1];
+    if (data.length < HEADER_BYTES + sizeBytes + CRC_BYTES) throw new CodecError('file truncated inside the header');
+    size = version === VERSION
+      ? [((data[2] << 4) | (data[3] >> 4)) + 1, (((data[3] & 0x0f) << 8) | data[4]) + 1]
+      : [(data[2] << 8 | data[3]) + 1, (data[4] << 8 | data[5]) + 1];
     checkSize(size);
   }
   const prefix = ((byte0 & 0x0f) << 8) | data[1];
@@ -539,9 +550,9 @@ export function readHeader(data) {
     kind,
     modelIdPrefix: prefix,
     modelIdHex: hex3(prefix),
-    size, // original [width, height] when stored
-    length: HEADER_BYTES + (size ? SIZE_BYTES : 0), // header bytes before the payload
-    version: VERSION,
+    size, // [width, height] when stored: an any-size bundle's coded size, else the original size
+    length: HEADER_BYTES + (size ? sizeBytes : 0), // header bytes before the payload
+    version,
   };
 }
 
@@ -562,8 +573,12 @@ function payloadOf(data, header, modelId) {
   return data.subarray(header.length, data.length - 1);
 }
 
-/** Check and decode a latent file for the model with this id: {header, level, symbols}. */
-export function unpackLatent(data, modelId, model) {
+/**
+ * Check and decode a latent file for the model with this id: {header, level, symbols}. grid:
+ * the latent's [H, W], or a function of the header that gives it (an any-size bundle's grid
+ * follows the stored size); default the entropy model's own.
+ */
+export function unpackLatent(data, modelId, model, grid = null) {
   const header = readHeader(data);
   if (header.kind !== 'latent') throw new CodecError('this file holds a WebP image, not a latent');
   const mine = modelIdPrefix(modelId);
@@ -571,7 +586,8 @@ export function unpackLatent(data, modelId, model) {
     throw new CodecError(`file was written by model ${header.modelIdHex}…, not by this model (${hex3(mine)}…)`);
   }
   if (data.length < header.length + CRC_BYTES) throw new CodecError('file truncated inside the header');
-  const { level, symbols } = model.decode(payloadOf(data, header, modelId));
+  const { level, symbols } = model.decode(payloadOf(data, header, modelId),
+                                         typeof grid === 'function' ? grid(header) : grid);
   return { header, level, symbols };
 }
 
@@ -727,18 +743,39 @@ async function loadBundle(entry) {
   return bundle;
 }
 
-/** Run generator.onnx on one dequantized latent: RGBA pixels of the (S, S) image. */
-async function generate(bundle, latent) {
+/** Image pixels per latent position along each side (runtime.bundle.Bundle.stride). */
+const strideOf = (manifest) => manifest.image_size / manifest.latent_grid[0];
+
+/**
+ * The latent grid [H, W] of a file for this bundle (runtime.bundle.Bundle.grid): an any-size
+ * bundle's follows the header's size (the coded image: ceil(side / stride) positions), absent =
+ * the bundle's image_size²; a fixed-size bundle's is its own.
+ */
+export function latentGrid(manifest, header) {
+  if (!manifest.any_size || !header.size) return manifest.latent_grid;
+  const f = strideOf(manifest);
+  const [width, height] = header.size;
+  return [Math.ceil(height / f), Math.ceil(width / f)];
+}
+
+/** Run generator.onnx on one dequantized latent on grid [H, W]: RGBA pixels of the image, cropped
+ * to [width, height] from the top-left (an any-size bundle's coded size). */
+async function generate(bundle, latent, grid = null, size = null) {
   const { ort, session, manifest } = bundle;
-  const [h, w] = manifest.latent_grid;
+  const [h, w] = grid || manifest.latent_grid;
   const input = new ort.Tensor('float32', latent, [1, h, w, manifest.channels]);
   const outputs = await session.run({ [session.inputNames[0]]: input });
   const image = outputs[session.outputNames[0]];
-  const s = manifest.image_size;
-  if (image.dims.join() !== [1, s, s, 3].join()) {
-    throw new CodecError(`generator.onnx returned shape [${image.dims}], expected [1, ${s}, ${s}, 3]`);
+  const f = strideOf(manifest);
+  if (image.dims.join() !== [1, f * h, f * w, 3].join()) {
+    throw new CodecError(`generator.onnx returned shape [${image.dims}], expected [1, ${f * h}, ${f * w}, 3]`);
   }
-  return { rgba: fromUnitRange(image.data), width: s, height: s };
+  const rgba = fromUnitRange(image.data);
+  const [width, height] = size || [f * w, f * h];
+  if (width === f * w && height === f * h) return { rgba, width, height };
+  const out = new Uint8ClampedArray(width * height * 4);
+  for (let y = 0; y < height; y++) out.set(rgba.subarray(y * f * w * 4, (y * f * w + width) * 4), y * width * 4);
+  return { rgba: out, width, height };
 }
 
 /** Decode a WebP file with the browser's own decoder: RGBA pixels. */
@@ -814,7 +851,7 @@ export class WebDecoder {
       const t0 = performance.now();
       let unpacked;
       try {
-        unpacked = unpackLatent(data, bundle.modelId, bundle.entropy);
+        unpacked = unpackLatent(data, bundle.modelId, bundle.entropy, (h) => latentGrid(bundle.manifest, h));
       } catch (exc) {
         if (!(exc instanceof CodecError)) throw exc;
         errors.push(exc);
@@ -822,7 +859,8 @@ export class WebDecoder {
       }
       const t1 = performance.now();
       const latent = bundle.entropy.dequantize(unpacked.level, unpacked.symbols);
-      const image = await generate(bundle, latent);
+      const anySize = bundle.manifest.any_size && header.size;
+      const image = await generate(bundle, latent, latentGrid(bundle.manifest, header), anySize ? header.size : null);
       const t2 = performance.now();
       return {
         ...image, header, kind: 'latent', level: unpacked.level, model: bundle.name, bundle,

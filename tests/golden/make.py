@@ -20,9 +20,12 @@ HERE = Path(__file__).resolve().parent
 PER_BUNDLE = 4
 
 
-def draw_symbols(model, level: int, rng: np.random.Generator) -> np.ndarray:
-    """Symbols (H, W, C) drawn from the level's integer tables."""
-    h, w, c = model.shape
+ANY_SIZE = (80, 48)  # an any-size bundle also gets a file at this non-square (width, height)
+
+
+def draw_symbols(model, level: int, rng: np.random.Generator, grid=None) -> np.ndarray:
+    """Symbols (H, W, C) drawn from the level's integer tables (on ``grid``, default the model's)."""
+    (h, w), c = grid or model.grid, model.channels
     out = np.zeros((h, w, c), np.int32)
     for ch, table in enumerate(model.tables[level]):
         p = np.asarray(table.freqs, np.float64) / (1 << table.precision)
@@ -39,16 +42,19 @@ def make(bundle_dir: Path, out_dir: Path) -> dict:
     codec = Codec(bundle)
     rng = np.random.default_rng(2026)
     levels = np.linspace(0, bundle.levels - 1, PER_BUNDLE).round().astype(int)
+    sizes = [None] * len(levels)
+    if bundle.any_size:
+        levels, sizes = [*levels, levels[len(levels) // 2]], [*sizes, ANY_SIZE]
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = []
-    for k, level in enumerate(levels):
-        symbols = draw_symbols(bundle.entropy, int(level), rng)
-        data = codec.pack(symbols, int(level))
+    for k, (level, size) in enumerate(zip(levels, sizes)):
+        symbols = draw_symbols(bundle.entropy, int(level), rng, size and bundle.grid(*size))
+        data = codec.pack(symbols, int(level), size)
         png = png_bytes(codec.decompress(data))
         name = f"{bundle.name}_{k}"
         (out_dir / f"{name}.bin").write_bytes(data)
         (out_dir / f"{name}.png").write_bytes(png)
-        entries.append({"file": f"{name}.bin", "png": f"{name}.png", "level": int(level),
+        entries.append({"file": f"{name}.bin", "png": f"{name}.png", "level": int(level), "size": size,
                         "symbols": symbols.tolist(), "png_sha256": hashlib.sha256(png).hexdigest()})
     manifest = {"bundle": bundle.name, "model_id": bundle.model_id, "files": entries}
     (out_dir / "golden.json").write_text(json.dumps(manifest) + "\n")

@@ -129,6 +129,45 @@ def _context_latent_cases(model: EntropyModel) -> list[tuple[str, int, np.ndarra
     return cases
 
 
+# Any-size bundles code a latent on the grid their stored size implies (the decoder is told the
+# grid): odd, non-square grids with odd sizes in the header.
+GRID_CASES = (("latent_ctx_grid_3x5.bin", (3, 5), (37, 22)), ("latent_ctx_grid_1x7.bin", (1, 7), (49, 1)),
+              ("latent_ctx_grid_6x1.bin", (6, 1), (3, 41)))
+
+
+def _grid_cases(model: EntropyModel) -> list[tuple[str, int, np.ndarray, tuple, tuple]]:
+    rng = np.random.default_rng(31)
+    cases = []
+    for i, (name, grid, size) in enumerate(GRID_CASES):
+        scale = rng.choice([0.3, 2.5], size=(*grid, 1))
+        level = i % model.levels
+        s = np.rint(rng.standard_normal((*grid, model.channels)) * scale).astype(np.int32)
+        s = np.clip(s, model.support(level), model._hi[level])
+        s[..., ~model.coded(level)] = model.support(level)[~model.coded(level)]
+        cases.append((name, level, s, size, grid))
+    return cases
+
+
+# Header known answers (docs/bitstream.md section 1): (kind, size) -> the header bytes
+HEADER_CASES = (("latent", None), ("latent", (1, 1)), ("latent", (48, 80)), ("latent", (81, 47)),
+                ("latent", (4096, 4096)), ("latent", (1, 4096)), ("latent", (127, 3)), ("webp", (2048, 17)))
+
+
+def _header_cases() -> list[dict]:
+    prefix = bitstream.model_id_prefix(MODEL_ID)
+    return [{"kind": kind, "size": size and list(size), "model_id_prefix": prefix,
+             "hex": bitstream.Header(kind, prefix, size).to_bytes().hex()} for kind, size in HEADER_CASES]
+
+
+def _v2_file(v3: bytes) -> bytes:
+    """The same latent file in format 2 (read, never written): version bits 0b10, 2 + 2 size bytes."""
+    header = bitstream.read_header(v3)
+    w, h = header.size
+    body = bytes([(v3[0] & 0x3F) | 0x80, v3[1]]) + (w - 1).to_bytes(2, "big") \
+        + (h - 1).to_bytes(2, "big") + v3[header.length:-1]
+    return _recrc(body)
+
+
 def _bad_context_entropy_bins(good: bytes) -> dict[str, tuple[bytes, str]]:
     """Version-2 entropy.bin files a reader must refuse, with a substring of the reference error."""
     levels, channels = CTX_LEVELS, CTX_CHANNELS
@@ -263,6 +302,20 @@ def build() -> tuple[dict[str, bytes], dict]:
                           "size": size and list(size), "symbols": symbols.tolist(),
                           "contexts": ctx_model.contexts_of(level, symbols).tolist(),
                           "latent": ctx_model.dequantize(level, symbols).tolist()})
+    for name, level, symbols, size, grid in _grid_cases(ctx_model):
+        files[name] = bitstream.pack_latent(symbols, level, ctx_model, MODEL_ID, size=size)
+        described.append({"file": name, "kind": "latent", "entropy_bin": "entropy_ctx.bin", "level": level,
+                          "size": list(size), "grid": list(grid), "symbols": symbols.tolist(),
+                          "contexts": ctx_model.contexts_of(level, symbols).tolist(),
+                          "latent": ctx_model.dequantize(level, symbols).tolist()})
+    files["latent_ctx_size_v2.bin"] = _v2_file(files["latent_ctx_size.bin"])
+    described.append({**next(d for d in described if d["file"] == "latent_ctx_size.bin"),
+                      "file": "latent_ctx_size_v2.bin"})
+    v2 = bytearray(files["latent_ctx_size_v2.bin"][:-1])
+    v2[2:4] = (8191).to_bytes(2, "big")  # 8192 wide: beyond the 4096 cap that 12 bits hold
+    files["bad_v2_size_cap.bin"] = _recrc(bytes(v2))
+    described.append({"file": "bad_v2_size_cap.bin", "kind": "invalid", "entropy_bin": "entropy_ctx.bin",
+                      "error": "beyond what a latent.bin may restore"})
     good = files["latent_ctx_level1.bin"]
     files["bad_ctx_trailing_byte.bin"] = _recrc(good[:-1] + b"\x01")
     described.append({"file": "bad_ctx_trailing_byte.bin", "kind": "invalid", "entropy_bin": "entropy_ctx.bin",
@@ -281,6 +334,7 @@ def build() -> tuple[dict[str, bytes], dict]:
                               for t in row] for row in model.tables]},
         "context_model": _describe_context_model(ctx_model, "entropy_ctx.bin"),
         "coder": _coder_cases(),
+        "headers": _header_cases(),
         "files": described,
         "bad_entropy_bins": bad_entropy,
     }
