@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from runtime import bitstream
+from runtime.bundle import load_bundle
 from runtime.errors import CodecError
 from tests.conftest import ROOT, run_module, synthetic_images
 
@@ -83,11 +84,27 @@ def test_fuzz_command_reports_zero_failures(tiny_bundle):
 def test_hostile_size_field_is_refused_before_allocating(bundle):
     for data, seed in ((_valid_file(bundle, size=(10, 10)), bitstream.crc8(bundle.model_id_bytes)),
                        (_webp_file(bundle, size=(10, 10)), 0)):
-        data = bytearray(data)
-        data[2:6] = b"\xff\xff\xff\xff"  # 65536 x 65536
+        # version 3's 12 bits a side cannot exceed the 4096 cap; version 2's 16 bits can
+        data = bytearray([(data[0] & 0x3F) | 0x80, data[1]]) + b"\xff\xff\xff\xff" + data[5:]  # 65536 x 65536
         data[-1] = bitstream.crc8(bytes(data[:-1]), seed)
         with pytest.raises(CodecError, match="beyond"):
             bitstream.read_header(bytes(data))
+
+
+def test_largest_any_size_grid_is_refused_before_allocating():
+    """A 4096 x 4096 size (the most 12 bits hold) names a 512 x 512 x 64 grid on the shipped
+    any-size bundle: beyond the 2^22-symbol cap, refused before a symbol is decoded."""
+    from runtime.bundle import PROJECT_MODELS
+    from runtime.codec import Codec
+
+    b = load_bundle(PROJECT_MODELS / "flowers128")
+    symbols, _ = b.entropy.clip(0, np.zeros(b.latent_shape, np.int32))
+    data = bitstream.pack_latent(symbols, 0, b.entropy, b.model_id_bytes)
+    header = bitstream.Header("latent", bitstream.model_id_prefix(b.model_id_bytes), (4096, 4096)).to_bytes()
+    body = header + data[2:-1]
+    hostile = body + bytes([bitstream.crc8(body, bitstream.crc8(b.model_id_bytes))])
+    with pytest.raises(CodecError, match="beyond the caps"):
+        Codec(b).decompress(hostile)
 
 
 # -- encoder input hardening --------------------------------------------------------------------
