@@ -1,7 +1,8 @@
 """gancodec demo page: ``streamlit run demo/app.py``.
 
 Pick a model and an image, compress it at a rate level or to a byte budget, and see it next to
-JPEG, WebP and AVIF at the same file size (runtime.classic); download the latent.bin, or upload one
+JPEG, WebP, AVIF and JPEG XL (those installed) at the same file size (runtime.classic); an
+any-size model codes an upload at its own size; download the latent.bin, or upload one
 to decode it. The page only lays things out: the
 work is done by the runtime (through demo/samples.py).
 """
@@ -73,7 +74,7 @@ st.markdown(
     "refines them by gradient descent and range-codes the integers into a `latent.bin` of a few dozen "
     "bytes. **To decode**, the generator simply runs once. With a byte budget, a WebP payload is stored "
     "instead when WebP does better (images unlike the training set).  \n"
-    "Below, the reconstruction is shown next to **JPEG, WebP and AVIF squeezed to the same file "
+    "Below, the reconstruction is shown next to **JPEG, WebP, AVIF and JPEG XL squeezed to the same file "
     "size**, with PSNR and SSIM against the original (higher is better). It only works well on "
     "images like the model's training set."
 )
@@ -100,10 +101,11 @@ with st.sidebar:
     size = bundle.image_size
     grid_h, grid_w, channels = bundle.latent_shape
     val_psnr = manifest.get("validation", {}).get("psnr") or []
+    shape = (f"- image size: **any** (trained on crops; the latent below is for {size}×{size})\n" if bundle.any_size
+             else f"- image size: **{size}×{size}**\n")
     st.markdown(
-        f"- data set: **{manifest.get('dataset', 'unknown')}**\n"
-        f"- image size: **{size}×{size}**\n"
-        f"- latent: **{grid_h}×{grid_w}×{channels} values**, **{codec.levels} rate levels**\n"
+        f"- data set: **{manifest.get('dataset', 'unknown')}**\n" + shape
+        + f"- latent: **{grid_h}×{grid_w}×{channels} values**, **{codec.levels} rate levels**\n"
         + (f"- validation PSNR: **{min(val_psnr):.1f}–{max(val_psnr):.1f} dB** (coarsest to finest level)\n"
            if val_psnr else "")
         + f"- model id: `{bundle.model_id[:12]}…`")
@@ -140,14 +142,18 @@ with tab_compress:
         choice = st.radio("Sample", list(range(len(picks))), format_func=lambda i: f"#{i + 1}",
                           horizontal=True, key="sample")
         upload = st.file_uploader(
-            f"…or upload your own image (it is center-cropped and shrunk to {size}×{size})",
+            (f"…or upload your own image (coded at its own size; above {demo.MAX_DEMO_SIDE} px a side it is "
+             "shrunk to fit first, to keep this page quick)") if bundle.any_size
+            else f"…or upload your own image (it is center-cropped and shrunk to {size}×{size})",
             key="image_file", max_upload_size=demo.MAX_IMAGE_UPLOAD_MB)
 
         pixels, source = None, None
         if upload is not None:
             try:
-                pixels, (w, h) = demo.image_from_upload(upload.getvalue(), size)
+                pixels, (w, h) = demo.image_from_upload(upload.getvalue(), None if bundle.any_size else size)
                 source = f"your upload {upload.name} ({w}×{h})"
+                if pixels.shape[:2] != (h, w):
+                    source += f", coded at {pixels.shape[1]}×{pixels.shape[0]}"
             except CodecError as exc:
                 st.error(f"Cannot use this upload: {exc}")
             except Exception as exc:  # noqa: BLE001 - the page must never show a traceback
@@ -175,7 +181,7 @@ with tab_compress:
             with right, st.spinner("Encoding… (the first encode loads TensorFlow, which takes a few seconds)"):
                 result = codec.compress([pixels], level=level, target_bytes=target_bytes, steps=steps,
                                         progress=progress)[0]
-            bar.progress(1.0, text="Now JPEG, WebP and AVIF at the same size…")
+            bar.progress(1.0, text="Now the classic codecs at the same size…")
             rows = demo.compare(pixels, result)
             st.session_state["result"] = dict(key=(directory, digest(pixels)), settings=settings,
                                                result=result, rows=rows, source=source)
@@ -202,12 +208,13 @@ with tab_compress:
         with cols[0]:
             st.markdown("**Original**")
             st.image(demo.enlarge(pixels), width="content")
-            st.markdown(f"{size}×{size} pixels  \n{size * size * 3} bytes uncompressed")
+            ph, pw = pixels.shape[:2]
+            st.markdown(f"{pw}×{ph} pixels  \n{pw * ph * 3} bytes uncompressed")
         for column, row in zip(cols[1:], rows):
             show_row(column, row, highlight=row is ours)
-        st.caption("JPEG, WebP and AVIF use the highest quality whose file is no larger than this codec's "
+        st.caption("The classic codecs use the highest quality whose file is no larger than this codec's "
                    "(whole files, headers included). PSNR and SSIM are measured against the original at "
-                   f"{size}×{size}.")
+                   f"{pixels.shape[1]}×{pixels.shape[0]}.")
         st.download_button("Download latent.bin", data=result.data, file_name="latent.bin",
                            mime="application/octet-stream", key="download", on_click="ignore")
 

@@ -4,8 +4,9 @@ Everything here calls the runtime (codec, images, metrics, bitstream, and runtim
 JPEG/WebP/AVIF); nothing re-implements a metric or an image conversion. The only pixel
 operation of its own is :func:`enlarge`, a nearest-neighbour blow-up for display.
 
-Samples come from the project's data sets (``../shared/data/<dataset>.npz``, the ``val`` split)
-when present, otherwise from the generator itself, so a fresh machine still has something to try.
+Samples come from the project's data sets (``../shared/data/<dataset>.npz``, the ``val`` split, or
+a folder ``<dataset>/val/`` of images, at their own size for an any-size bundle) when present,
+otherwise from the generator itself, so a fresh machine still has something to try.
 ``$GANCODEC_SAMPLES_DIR`` points elsewhere; set it to an empty string to use generated samples only.
 """
 
@@ -25,7 +26,9 @@ from runtime.images import from_unit_range, load_image, to_model_size
 ENV_SAMPLES = "GANCODEC_SAMPLES_DIR"
 DEFAULT_SAMPLES_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MAX_IMAGE_UPLOAD_MB = 20
-MAX_LATENT_UPLOAD_MB = 1  # Streamlit's smallest per-widget limit; a real latent.bin is < 400 bytes
+MAX_LATENT_UPLOAD_MB = 1  # Streamlit's smallest per-widget limit (= the format's largest file)
+MAX_DEMO_SIDE = 512  # an any-size bundle codes an upload at its size, shrunk to fit this for the page's speed
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 NUM_SAMPLES = 6
 DISPLAY_SIDE = 256  # enlarged images are about this many pixels wide
 
@@ -40,11 +43,21 @@ def samples_dir() -> Path | None:
     return Path(value) if value.strip() else None
 
 
-def dataset_samples(dataset: str, size: int, n: int = NUM_SAMPLES, directory: Path | None = None):
-    """``n`` images of ``<directory>/<dataset>.npz``'s val split at model size, or None if unavailable."""
+def dataset_samples(dataset: str, size: int | None, n: int = NUM_SAMPLES, directory: Path | None = None):
+    """``n`` images of ``<directory>/<dataset>.npz``'s val split (or of the folder
+    ``<directory>/<dataset>/val/``) at model size (``size`` None: at their own size), or None if
+    unavailable."""
     directory = samples_dir() if directory is None else directory
     if directory is None or not dataset or "/" in dataset or "\\" in dataset:
         return None
+    folder = Path(directory) / dataset / "val"
+    if folder.is_dir():
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        idx = np.unique(np.linspace(0, len(files) - 1, min(n, len(files))).astype(int)) if files else []
+        try:
+            return [(f"{dataset} val {files[i].stem}", load_image(files[i], size)[0]) for i in idx] or None
+        except CodecError:
+            return None
     path = Path(directory) / f"{dataset}.npz"
     if not path.is_file():
         return None
@@ -56,7 +69,7 @@ def dataset_samples(dataset: str, size: int, n: int = NUM_SAMPLES, directory: Pa
         if val.ndim != 4 or val.shape[-1] != 3 or val.dtype != np.uint8 or len(val) == 0:
             return None
         idx = np.unique(np.linspace(0, len(val) - 1, min(n, len(val))).astype(int))
-        return [(f"{dataset} val #{i}", to_model_size(val[i], size)) for i in idx]
+        return [(f"{dataset} val #{i}", val[i] if size is None else to_model_size(val[i], size)) for i in idx]
     except (OSError, ValueError, CodecError):
         return None
 
@@ -69,10 +82,10 @@ def generated_samples(bundle, n: int = NUM_SAMPLES, seed: int = 0):
 
 
 def sample_images(bundle, n: int = NUM_SAMPLES, directory: Path | None = None):
-    """(where they come from, [(label, uint8 (S, S, 3))]): the model's data set when present, else
-    images the generator draws."""
+    """(where they come from, [(label, uint8 (H, W, 3))]): the model's data set when present (at
+    model size, or at their own for an any-size bundle), else images the generator draws."""
     dataset = str(bundle.manifest.get("dataset", ""))
-    found = dataset_samples(dataset, bundle.image_size, n, directory)
+    found = dataset_samples(dataset, None if bundle.any_size else bundle.image_size, n, directory)
     if found:
         return f"validation images of {dataset}", found
     return "images drawn by the generator itself (the data set is not on this machine)", generated_samples(bundle, n)
@@ -87,10 +100,19 @@ def _check_upload_size(data: bytes, limit_mb: int, what: str) -> None:
         raise CodecError(f"the uploaded {what} is too large ({len(data) / 1e6:.1f} MB; the limit is {limit_mb} MB)")
 
 
-def image_from_upload(data: bytes, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Uploaded file bytes -> (uint8 (size, size, 3), original (w, h)); CodecError for a bad upload."""
+def image_from_upload(data: bytes, size: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """Uploaded file bytes -> (uint8 RGB, original (w, h)); CodecError for a bad upload. ``size``:
+    the model size (center crop and resize); None (an any-size bundle): the upload at its own
+    size, shrunk to fit :data:`MAX_DEMO_SIDE` if larger (aspect kept)."""
     _check_upload_size(data, MAX_IMAGE_UPLOAD_MB, "image")
-    return load_image(data, size)
+    pixels, original = load_image(data, size)
+    if size is None and max(original) > MAX_DEMO_SIDE:
+        from PIL import Image
+
+        scale = MAX_DEMO_SIDE / max(original)
+        fit = (max(1, round(original[0] * scale)), max(1, round(original[1] * scale)))
+        pixels = np.asarray(Image.fromarray(pixels).resize(fit, Image.Resampling.LANCZOS), dtype=np.uint8)
+    return pixels, original
 
 
 @dataclass
@@ -109,7 +131,7 @@ def decode_upload(data: bytes) -> Decoded:
     image, bundle = decode_file_bytes(data)
     level = None
     if header.kind == "latent":
-        level = bitstream.unpack_latent(data, bundle.model_id_bytes, bundle.entropy)[1]
+        level = bitstream.unpack_latent(data, bundle.model_id_bytes, bundle.entropy, bundle.file_grid)[1]
     return Decoded(image, bundle, level, header.kind, len(data))
 
 

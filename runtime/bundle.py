@@ -146,6 +146,11 @@ class Bundle:
         w, h = self.coded_size(width, height)
         return h // self.stride, w // self.stride
 
+    def file_grid(self, header) -> tuple[int, int] | None:
+        """The latent grid of a latent file with this header: an any-size bundle's follows the
+        stored (coded) size; None = the bundle's own grid."""
+        return self.grid(*header.size) if self.any_size and header.size else None
+
     @property
     def latent_shape(self) -> tuple[int, int, int]:
         """(H, W, C) of one image's latent."""

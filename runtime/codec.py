@@ -156,7 +156,7 @@ class Codec:
         elif self.bundle.any_size:
             w, h = header.size or (self.bundle.image_size,) * 2
             _, level, symbols = bitstream.unpack_latent(data, self.bundle.model_id_bytes, self.bundle.entropy,
-                                                        self.bundle.grid(w, h))
+                                                        self.bundle.file_grid)
             return self.synthesize(symbols[None], [level], hw=(h, w))[0]
         else:
             _, level, symbols = bitstream.unpack_latent(data, self.bundle.model_id_bytes, self.bundle.entropy)

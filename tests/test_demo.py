@@ -156,6 +156,35 @@ def test_noise_upload_with_a_budget_falls_back_to_webp(demo_env):
     assert any("Decoded" in s.value and "WebP payload" in s.value for s in at.success)
 
 
+@pytest.fixture
+def any_size_demo_env(tiny_any_bundle, monkeypatch, tmp_path):
+    """Only the tiny any-size bundle is visible, and no data set."""
+    monkeypatch.setattr("runtime.bundle.PROJECT_MODELS", tmp_path / "no-project-models")
+    monkeypatch.setenv("GANCODEC_MODELS", str(tiny_any_bundle.parent))
+    monkeypatch.setenv("GANCODEC_SAMPLES_DIR", "")
+    return tiny_any_bundle
+
+
+def test_any_size_upload_is_coded_at_its_size(any_size_demo_env):
+    """An any-size bundle codes a 24x40 upload at 24x40 (not squashed to the model size); the
+    download decodes to that size in the decode tab."""
+    rng = np.random.default_rng(5)
+    upload = np.clip(rng.normal(120, 30, (24, 40, 3)), 0, 255).astype(np.uint8)
+    at = app_test()
+    assert any("image size: **any**" in m.value for m in at.sidebar.markdown)
+    at.file_uploader(key="image_file").set_value(("wide.png", png_bytes(upload), "image/png"))
+    at.select_slider(key="steps").set_value(0)
+    at.button(key="compress").click().run()
+    assert not at.exception and not errors(at), (at.exception, errors(at))
+    result = at.session_state["result"]["result"]
+    assert result.reconstruction.shape == (24, 40, 3) and result.kind == "latent"
+    assert any("40×24 pixels" in m.value for m in at.markdown)
+    at.file_uploader(key="latent_file").set_value(("latent.bin", result.data, "application/octet-stream"))
+    at.run()
+    assert not at.exception and not errors(at)
+    assert any("a 40×24 image" in s.value for s in at.success), [s.value for s in at.success]
+
+
 def test_bad_latent_uploads_give_errors_not_tracebacks(demo_env):
     codec = Codec(demo_env)
     good = codec.compress([synthetic_images(1, 16, 3)[0]], level=16, steps=0)[0].data
@@ -232,6 +261,21 @@ def test_samples_from_dataset_npz_or_generator(demo_env, tmp_path):
     origin, picks = sample_images(bundle, n=4, directory=tmp_path)
     assert bundle.manifest["dataset"] in origin and len(picks) == 4
     assert all(p.shape == (16, 16, 3) and p.dtype == np.uint8 for _, p in picks)
+
+
+def test_any_size_samples_from_an_image_folder_keep_their_size(tiny_any_bundle, tmp_path):
+    """A data set stored as <dataset>/val/*.jpg (flowers128): an any-size bundle's samples keep their size."""
+    from demo.samples import sample_images
+    from runtime.bundle import load_bundle
+
+    bundle = load_bundle(tiny_any_bundle)
+    folder = tmp_path / bundle.manifest["dataset"] / "val"
+    folder.mkdir(parents=True)
+    for i, img in enumerate(synthetic_images(3, 40, 9)):
+        Image.fromarray(img[:24]).save(folder / f"{i:04d}_x.png")
+    origin, picks = sample_images(bundle, n=4, directory=tmp_path)
+    assert bundle.manifest["dataset"] in origin and len(picks) == 3
+    assert all(p.shape == (24, 40, 3) and p.dtype == np.uint8 for _, p in picks)
 
 
 def test_samples_dir_env(monkeypatch):
