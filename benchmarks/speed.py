@@ -72,9 +72,10 @@ def peak_rss_mb() -> float:
 
 # --- FLOPs and the machine's limit -------------------------------------------------------------
 
-def onnx_macs(path) -> dict:
+def onnx_macs(path, input_shape=None) -> dict:
     """Multiply-accumulates per image of the Conv, ConvTranspose, MatMul and Gemm nodes of an ONNX
-    model, with shapes from ONNX shape inference at batch 1. Other ops (activations, reshapes,
+    model, with shapes from ONNX shape inference at batch 1 (``input_shape``: the whole input
+    shape, for a model with dynamic spatial dimensions). Other ops (activations, reshapes,
     upsampling by Tile, bias adds) are not counted."""
     import onnx
     from onnx import helper, numpy_helper, shape_inference
@@ -82,9 +83,11 @@ def onnx_macs(path) -> dict:
     model = onnx.load(str(path))
     for inp in model.graph.input:
         dims = inp.type.tensor_type.shape.dim
-        if dims and not dims[0].HasField("dim_value"):
-            dims[0].ClearField("dim_param")
-            dims[0].dim_value = 1
+        wanted = list(input_shape) if input_shape is not None else [1] + [None] * (len(dims) - 1)
+        for d, value in zip(dims, wanted):
+            if value is not None and not d.HasField("dim_value"):
+                d.ClearField("dim_param")
+                d.dim_value = int(value)
     inferred = shape_inference.infer_shapes(model, data_prop=True)
     shapes = {}
     for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
@@ -92,6 +95,8 @@ def onnx_macs(path) -> dict:
         shapes[v.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
     for init in model.graph.initializer:
         shapes[init.name] = list(numpy_helper.to_array(init).shape)
+    if input_shape is not None and any(None in v for v in shapes.values()):
+        shapes.update(_runtime_shapes(model, input_shape))  # dynamic spatial dims: ask onnxruntime
 
     def shape(name):
         s = shapes.get(name)
@@ -124,6 +129,23 @@ def onnx_macs(path) -> dict:
         by_op[node.op_type] = by_op.get(node.op_type, 0) + macs
     total = sum(layer["macs"] for layer in layers)
     return {"macs": total, "flops": 2 * total, "by_op": by_op, "layers": layers, "uncounted": uncounted}
+
+
+def _runtime_shapes(model, input_shape) -> dict:
+    """The shape of every node output, from one onnxruntime run on zeros of ``input_shape``
+    (shape inference cannot follow the Shape/Reshape chains of a graph with dynamic dimensions)."""
+    import onnx
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    names = [o for node in probe.graph.node for o in node.output if o and o not in known]
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: np.zeros(input_shape, np.float32)}
+    outputs = session.run(None, feed)
+    return {o.name: list(np.shape(v)) for o, v in zip(session.get_outputs(), outputs)}
 
 
 _MATMUL_CODE = """
@@ -240,7 +262,8 @@ def measure_speed(model=None, threads: int = 1, quick: bool = False, progress: b
     # FLOPs vs the machine's limit
     note("FLOPs and matmul GFLOP/s ...")
     try:
-        flops = onnx_macs(bundle.path("generator.onnx"))
+        flops = onnx_macs(bundle.path("generator.onnx"), (1, *bundle.latent_shape))
+        flops["per_pixel"] = flops["flops"] / bundle.image_size ** 2
     except ImportError:
         flops = None
     gf1 = matmul_gflops(cfg["matmul_n"], threads=1)
@@ -323,7 +346,8 @@ def markdown(r: dict) -> str:
               f"after encoding (TensorFlow loaded): {r['memory']['total_peak_rss_mb']:.0f} MiB.", "",
               "## Arithmetic", ""]
     if r["flops"]:
-        lines += [f"Generator: {r['flops']['flops'] / 1e6:.1f} MFLOP per image "
+        lines += [f"Generator: {r['flops']['flops'] / 1e6:.1f} MFLOP per image, "
+                  f"{r['flops']['flops'] / r['model']['image_size'] ** 2 / 1e3:.1f} kFLOP per pixel "
                   f"({', '.join(f'{k} {v / 1e6:.1f} M MACs' for k, v in r['flops']['by_op'].items())})."]
     lines += [f"numpy float32 matmul ({a['matmul_n']}²): {fmt(a['gflops_1_thread'], 1)} GFLOP/s on 1 thread, "
               f"{fmt(a['gflops_all_threads'], 1)} GFLOP/s on all threads."]
@@ -354,8 +378,9 @@ def summary_markdown(r: dict) -> str:
                  f"{r['memory']['decode_batch1_peak_rss_mb']:.0f} / {r['memory']['decode_peak_rss_mb']:.0f} / "
                  f"{r['memory']['total_peak_rss_mb']:.0f} MiB"])
     if r["flops"]:
-        rows.append(["decoder (generator) per image", f"{r['flops']['flops'] / 1e6:.2f} MFLOP "
-                     f"({r['flops']['macs'] / 1e6:.2f} M MACs)"])
+        side = r["model"]["image_size"]
+        rows.append([f"decoder (generator) per {side}×{side} image", f"{r['flops']['flops'] / 1e6:.2f} MFLOP "
+                     f"({r['flops']['macs'] / 1e6:.2f} M MACs; {r['flops']['flops'] / side ** 2 / 1e3:.1f} kFLOP per pixel)"])
     if a.get("fraction_of_limit"):
         rows.append(["generator at batch throughput vs numpy float32 matmul",
                      f"{a['achieved_gflops_batch']:.1f} of {fmt(a['gflops_1_thread'] if r['threads'] == 1 else a['gflops_all_threads'], 1)}"
@@ -382,7 +407,9 @@ def run(argv=None) -> int:
     args = parse_args(argv)
     quiet_tensorflow()
     result = measure_speed(args.model, args.threads, args.quick, not args.no_progress, args.data)
-    save_results(args.out, "speed", result, markdown(result))
+    # the default model's results are speed.json (the README's); another model's speed_NAME.json
+    save_results(args.out, "speed" if args.model is None else f"speed_{result['model']['name']}", result,
+                 markdown(result))
     return 0
 
 
