@@ -43,9 +43,12 @@ from runtime.bundle import (  # noqa: E402
     ENCODER_KERAS,
     ENCODER_ONNX,
     ENTROPY_SHA256_KEY,
+    EXTRA_LEVELS,
     GENERATOR_KERAS,
     GENERATOR_ONNX,
+    HALF_MIN_SIZE,
     MANIFEST,
+    SUBLEVELS,
     load_bundle,
     sha256_file,
 )
@@ -106,21 +109,9 @@ def save_keras(model, path: Path) -> None:
     tmp.replace(path)
 
 
-HALF_MIN_SIZE = 1024  # weight tensors at least this large are stored as float16 (the kernels)
-
-
-def round_weights_to_half(model) -> None:
-    """Round every weight tensor of ``model`` with at least :data:`HALF_MIN_SIZE` values to the
-    nearest float16 (kept as float32): the exported ONNX files then store them as float16
-    (:func:`store_half`, half the bytes) and the TF mirror computes exactly the same function.
-    Measured on the airplane bundle: no change in validation PSNR at any level at 0.01 dB resolution."""
-    model.set_weights([w.astype(np.float16).astype(w.dtype) if w.size >= HALF_MIN_SIZE and w.dtype == np.float32
-                       else w for w in model.get_weights()])
-
-
 def store_half(proto) -> None:
     """Store each float32 initializer of at least :data:`HALF_MIN_SIZE` values whose values are all
-    float16-exact (:func:`round_weights_to_half`) as float16, followed by a Cast back to float32:
+    float16-exact (``training.models.round_weights_to_half``) as float16, followed by a Cast back to float32:
     the graph computes the same float32 function from half the bytes (a float16 → float32 cast is
     exact on every runtime, onnxruntime-web included)."""
     from onnx import TensorProto, helper, numpy_helper
@@ -162,8 +153,6 @@ def _versions() -> dict:
     return out
 
 
-SUBLEVELS = 8  # exported rate levels between two trained ones (log-linear interpolation of gains)
-EXTRA_LEVELS = 8  # exported levels finer than the finest trained one: one more trained interval (expand_levels)
 DEFAULT_BYTES = 64  # the default rate level is the one whose validation files average nearest this
 DEGENERATE_FRACTION = 1e-4  # a channel nonzero in fewer training latents than this is not coded
 
@@ -305,9 +294,9 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
     from runtime.entropy import EntropyModel
     from runtime.images import to_unit_range
     from runtime.inversion import predict
+    from training.config import load_config
     from training.data import load_dataset
     from training.rd import build_rd_models
-    from training.train import load_config
 
     run, out = Path(run), Path(out)
     best_dir = run / "best"
@@ -323,6 +312,8 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
     encoder, generator = build_rd_models(cfg)
     generator.load_weights(best_dir / "generator.weights.h5")
     encoder.load_weights(best_dir / "encoder.weights.h5")
+    from training.models import round_weights_to_half
+
     round_weights_to_half(generator)
     round_weights_to_half(encoder)
     with np.load(best_dir / "rate.npz", allow_pickle=False) as f:

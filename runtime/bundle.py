@@ -37,6 +37,10 @@ ENTROPY_BIN = "entropy.bin"
 RATE_NPZ = "rate.npz"
 ENTROPY_SHA256_KEY = "entropy_sha256"  # generator.onnx metadata: the SHA-256 of the entropy.bin it was exported with
 BUNDLE_FORMAT = 2
+# The level layout of an exported bundle (written by export.onnx, read by training's selection):
+SUBLEVELS = 8  # exported rate levels between two trained ones (log-linear interpolation of gains)
+EXTRA_LEVELS = 8  # exported levels finer than the finest trained one: one more trained interval
+HALF_MIN_SIZE = 1024  # weight tensors at least this large are stored as float16 in the ONNX files
 ENV_MODELS = "GANCODEC_MODELS"
 PROJECT_MODELS = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = "airplane"

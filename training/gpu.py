@@ -96,9 +96,9 @@ def pack(cfg, out: Path, ref_images: int = 8) -> dict:
     import keras
     import tensorflow as tf
 
-    from export.onnx import round_weights_to_half
     from runtime.images import to_unit_range
     from training.data import load_dataset
+    from training.models import round_weights_to_half
     from training.rd import RateModel, build_rd_models, lambdas, warm_start
 
     keras.utils.set_random_seed(cfg.seed)
@@ -517,8 +517,9 @@ def train(pack_path: Path, seconds: float, out: Path, eval_seconds: float = 60.0
 def unpack(result: Path, run: Path) -> dict:
     """Write a run directory that ``export.onnx`` reads from a ``train`` result."""
     from runtime.errors import CodecError
+    from training.config import TrainConfig, save_config
     from training.rd import RateModel, build_rd_models, plot_rd_curves
-    from training.train import TrainConfig, _append_csv, save_best, save_config
+    from training.run import _append_csv, save_best
 
     if (run / "config.json").exists():
         raise CodecError(f"{run} already holds a run; choose another --run")
@@ -602,7 +603,7 @@ def main(argv=None) -> int:
 
     quiet_tensorflow(False)
     if a.cmd == "pack":
-        from training.train import TrainConfig
+        from training.config import TrainConfig
 
         cfg = TrainConfig(data=a.data, out="", batch=a.batch, lr=a.lr, eval_images=a.eval_images,
                           lam_max=a.lam_max, w_adv_rd=a.w_adv_rd, rate_contexts=a.rate_contexts,

@@ -94,3 +94,23 @@ def build_encoder(latent_dim: int, image_size: int = 32, widths=(32, 64, 128, 25
     if standardize:
         z = layers.BatchNormalization(center=False, scale=False, name="latent_std")(z)
     return keras.Model(x_in, z, name=name)
+
+
+def round_weights_to_half(model) -> None:
+    """Round every weight tensor of ``model`` with at least ``runtime.bundle.HALF_MIN_SIZE`` values
+    to the nearest float16 (kept as float32): the exported ONNX files then store them as float16
+    (``export.onnx.store_half``, half the bytes) and the TF mirror computes exactly the same
+    function. Measured on the airplane bundle: no change in validation PSNR at any level at 0.01 dB
+    resolution."""
+    import numpy as np
+
+    from runtime.bundle import HALF_MIN_SIZE
+
+    model.set_weights([w.astype(np.float16).astype(w.dtype) if w.size >= HALF_MIN_SIZE and w.dtype == np.float32
+                       else w for w in model.get_weights()])
+
+
+def downsampling(arch: str, widths) -> int:
+    """Image side / latent side of an rd design: 8 for conv; 2^(len(widths) + 1) for gdn (one
+    stride-2 stage per width, and the latent's own)."""
+    return 2 ** (len(widths) + 1) if arch == "gdn" else 8

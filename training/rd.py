@@ -36,17 +36,12 @@ from keras import layers
 
 from runtime.inversion import mixture_bits, ste_round
 from runtime.metrics import MSE_SCALE
+from training.models import downsampling
 
 MIX = 3  # logistic components per channel
 
 
 ARCHS = ("conv", "gdn")
-
-
-def downsampling(arch: str, widths) -> int:
-    """Image side / latent side: 8 for conv; 2^(len(widths) + 1) for gdn (one stride-2 stage per
-    width, and the latent's own)."""
-    return 2 ** (len(widths) + 1) if arch == "gdn" else 8
 
 
 def residual_block(x, name: str):
@@ -205,7 +200,7 @@ def lambdas(levels: int, lam_range) -> np.ndarray:
 def train_rd(cfg, resume: bool = False, quiet: bool = False) -> dict:
     """Run (or resume) rate–distortion training for a resolved ``TrainConfig`` (mode ``rd``)."""
     from runtime.images import from_unit_range, to_unit_range
-    from training.train import (
+    from training.run import (
         _append_csv,
         batches,
         load_best,
@@ -332,8 +327,7 @@ def warm_start(bundle_dir, encoder, generator, rate: RateModel) -> None:
     differs (architecture, level count) is a clear error."""
     from pathlib import Path
 
-    from export.onnx import SUBLEVELS
-    from runtime.bundle import ENCODER_KERAS, GENERATOR_KERAS, load_bundle
+    from runtime.bundle import ENCODER_KERAS, GENERATOR_KERAS, SUBLEVELS, load_bundle
     from runtime.errors import CodecError
 
     bundle = load_bundle(Path(bundle_dir))
@@ -396,7 +390,7 @@ def plot_rd_curves(run) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from training.train import _read_csv
+    from training.run import _read_csv
 
     log, val = _read_csv(run / "log.csv"), _read_csv(run / "val.csv")
     if not log or not val:

@@ -25,119 +25,30 @@ CLI::
 from __future__ import annotations
 
 import argparse
-import csv
-import dataclasses
 import json
 import os
 import sys
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from runtime.errors import CodecError, run_cli  # noqa: E402
+from runtime.errors import run_cli  # noqa: E402
 from runtime.images import from_unit_range, to_unit_range  # noqa: E402
-
-CONFIG_NAME = "config.json"
-# rd: default (encoder, generator) widths per design; gdn uses two of each
-RD_WIDTHS = {"gdn": ([128, 128], [128, 128]), "conv": ([48, 96], [128, 96, 64, 32])}
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run; saved as ``<run>/config.json``."""
-
-    data: str
-    out: str
-    mode: str = "rd"
-    image_size: int = 32
-    latent_dim: int = 128
-    g_widths: list = field(default_factory=lambda: [192, 96, 48, 24])
-    d_widths: list = field(default_factory=lambda: [64, 128, 256])
-    e_widths: list = field(default_factory=lambda: [32, 64, 128, 192])
-    norm: str = "auto"  # generator normalisation: batch | none | auto (batch for gan, none for recon)
-    steps: int = 10000
-    batch: int = 64
-    lr: float = 0.0
-    seed: int = 0
-    ckpt_every: int = 500
-    eval_every: int = 500
-    eval_images: int = 64
-    eval_steps: int = 150
-    w_mse: float = 1.0
-    w_ssim: float = 0.05
-    w_adv: float = 0.003
-    noise_bits: list = field(default_factory=lambda: [3, 4, 5, 6])
-    flip: bool = True
-    crop: bool = False  # train on random image_size crops of the images at their stored size
-    # rd mode (training/rd.py): spatial latent (S/f, S/f, channels), `levels` rate levels
-    channels: int = 64
-    levels: int = 8
-    lam_min: float = 0.0003
-    lam_max: float = 0.2
-    w_adv_rd: float = 8.0
-    rd_arch: str = "gdn"  # rd: gdn (Ballé et al.'s transforms with GDN) | conv (LeakyReLU, the first design)
-    rd_e_widths: list | None = None  # None: RD_WIDTHS[rd_arch]
-    rd_g_widths: list | None = None
-    rd_d_widths: list = field(default_factory=lambda: [32, 64, 128])
-    rd_g_blocks: int = 0  # rd (gdn): residual blocks in the generator after its first stage
-    rd_e_blocks: int = 0  # rd (gdn): residual blocks in the encoder before its latent
-    init_from: str = ""  # rd: start a new run from a bundle's weights and gains (models/NAME)
-    rate_contexts: int = 1  # rd: training density per (channel, entropy context) (1: factorized)
-
-    def resolved(self) -> "TrainConfig":
-        c = dataclasses.replace(self)
-        if c.mode not in ("gan", "recon", "rd"):
-            raise CodecError(f"mode must be 'rd', 'gan' or 'recon', got {c.mode!r}")
-        if c.norm == "auto":
-            c.norm = "batch" if c.mode == "gan" else "none"
-        if not c.lr:
-            c.lr = {"gan": 2e-4, "recon": 5e-4, "rd": 3e-4}[c.mode]
-        if c.rd_arch not in RD_WIDTHS:
-            raise CodecError(f"--rd-arch must be 'gdn' or 'conv', got {c.rd_arch!r}")
-        e_w, g_w = RD_WIDTHS[c.rd_arch]
-        c.rd_e_widths = list(c.rd_e_widths or e_w)
-        c.rd_g_widths = list(c.rd_g_widths or g_w)
-        if c.rd_arch == "conv" and (len(c.rd_e_widths), len(c.rd_g_widths)) != (2, 4):
-            raise CodecError("--rd-arch conv takes 2 encoder widths and 4 generator widths")
-        if c.rd_arch == "gdn" and not 1 <= len(c.rd_e_widths) == len(c.rd_g_widths) <= 4:
-            raise CodecError("--rd-arch gdn takes as many generator widths as encoder widths (1 to 4)")
-        from training.rd import downsampling
-
-        f = downsampling(c.rd_arch, c.rd_e_widths)
-        if c.mode == "rd" and c.image_size % f:
-            raise CodecError(f"rd mode with these widths needs an image size divisible by {f}, got {c.image_size}")
-        if (c.rd_g_blocks or c.rd_e_blocks) and c.rd_arch != "gdn":
-            raise CodecError("--rd-g-blocks / --rd-e-blocks need --rd-arch gdn")
-        if not (0 <= c.rd_g_blocks <= 8 and 0 <= c.rd_e_blocks <= 8):
-            raise CodecError("--rd-g-blocks / --rd-e-blocks must be 0..8")
-        if not 1 <= c.rate_contexts <= 64:
-            raise CodecError(f"--rate-contexts must be 1..64, got {c.rate_contexts}")
-        for name in ("steps", "batch", "latent_dim", "ckpt_every", "eval_every"):
-            if getattr(c, name) <= 0:
-                raise CodecError(f"--{name.replace('_', '-')} must be positive")
-        return c
-
-
-def _tf():
-    import tensorflow as tf
-
-    return tf
-
-
-def save_config(cfg: TrainConfig, run: Path) -> None:
-    run.mkdir(parents=True, exist_ok=True)
-    (run / CONFIG_NAME).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-
-
-def load_config(run: Path) -> TrainConfig:
-    data = json.loads((Path(run) / CONFIG_NAME).read_text())
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    data.setdefault("rd_arch", "conv")  # runs from before the GDN design
-    return TrainConfig(**{k: v for k, v in data.items() if k in known})
+from training.config import RD_WIDTHS, TrainConfig, load_config, save_config  # noqa: E402, F401
+from training.run import (  # noqa: E402
+    _append_csv,
+    _tf,
+    batches,
+    load_best,
+    loop,
+    open_run,
+    plot_curves,
+    restore,
+    save_best,
+    save_grid,
+    write_summary,
+)
 
 
 def build_models(cfg: TrainConfig):
@@ -199,190 +110,6 @@ def validation_psnr(generator, encoder, val_u8: np.ndarray, steps: int, seed: in
     z = _invert_mse(generator, target, z0, steps=steps, lr=0.05)
     result["val_psnr"] = float(np.mean(psnr(from_unit_range(predict(generator, z)), val_u8)))
     return result
-
-
-def save_grid(images_u8: np.ndarray, path: Path, cols: int = 8, scale: int = 2) -> None:
-    """Save (N, H, W, 3) uint8 as a grid PNG, enlarged with nearest neighbour."""
-    from PIL import Image
-
-    n, h, w, _ = images_u8.shape
-    rows = (n + cols - 1) // cols
-    grid = np.full((rows * (h + 2), cols * (w + 2), 3), 255, np.uint8)
-    for i, im in enumerate(images_u8):
-        r, c = divmod(i, cols)
-        grid[r * (h + 2) + 1 : r * (h + 2) + 1 + h, c * (w + 2) + 1 : c * (w + 2) + 1 + w] = im
-    img = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.Resampling.NEAREST)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-
-
-def plot_curves(run: Path) -> None:
-    """Loss curves and validation PSNR as ``<run>/curves.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    log = _read_csv(run / "log.csv")
-    val = _read_csv(run / "val.csv")
-    if not log:
-        return
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    steps = [r["step"] for r in log]
-    axes[0].plot(steps, [r["d_loss"] for r in log], label="discriminator")
-    axes[0].plot(steps, [r["adv"] for r in log], label="generator (adversarial)")
-    axes[0].set_title("GAN losses")
-    axes[0].set_xlabel("step")
-    axes[0].legend()
-    if any(r["mse"] > 0 for r in log):
-        axes[1].semilogy(steps, [r["mse"] for r in log], label="reconstruction MSE ([-1,1] scale)")
-        axes[1].legend()
-    axes[1].set_title("reconstruction loss")
-    axes[1].set_xlabel("step")
-    if val:
-        vs = [r["step"] for r in val]
-        axes[2].plot(vs, [r["val_psnr"] for r in val], "o-", label="after inversion")
-        if "encoder_psnr" in val[0]:
-            axes[2].plot(vs, [r["encoder_psnr"] for r in val], "s--", label="encoder alone")
-        axes[2].legend()
-    axes[2].set_title("validation PSNR (dB)")
-    axes[2].set_xlabel("step")
-    fig.tight_layout()
-    fig.savefig(run / "curves.png", dpi=90)
-    plt.close(fig)
-
-
-def _read_csv(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path) as f:
-        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
-
-
-def _append_csv(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
-
-
-def _truncate_csv(path: Path, last_step: int) -> None:
-    """On resume, drop log rows written after the checkpoint we resume from."""
-    rows = _read_csv(path)
-    if not rows:
-        return
-    keep = [r for r in rows if r["step"] <= last_step]
-    path.unlink()
-    for r in keep:
-        _append_csv(path, {k: (int(v) if k == "step" else v) for k, v in r.items()})
-
-
-def open_run(cfg: TrainConfig, resume: bool):
-    """Check the run directory (new, or one to resume whose saved config then wins, with the new
-    step count), load the data and save the config: (cfg, run dir, train uint8, val uint8)."""
-    from training.data import load_dataset
-
-    run = Path(cfg.out)
-    if (run / CONFIG_NAME).exists() and not resume:
-        raise CodecError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
-    if resume and not (run / CONFIG_NAME).exists():
-        raise CodecError(f"{run}: nothing to resume (no {CONFIG_NAME})")
-    if resume:
-        saved = load_config(run).resolved()
-        saved.steps = cfg.steps  # a resumed run may be extended
-        cfg = saved
-    train_u8, val_u8 = load_dataset(cfg.data, cfg.image_size, cfg.seed, crop=cfg.crop)
-    if len(train_u8) < cfg.batch:
-        raise CodecError(f"batch {cfg.batch} is larger than the training set ({len(train_u8)} images)")
-    save_config(cfg, run)
-    return cfg, run, train_u8, val_u8
-
-
-def restore(run: Path, ckpt, resume: bool):
-    """Checkpoint manager of ``run``; on resume, restore the latest checkpoint and drop the log rows
-    written after it. Returns (manager, first step, whether a checkpoint was restored)."""
-    tf = _tf()
-    manager = tf.train.CheckpointManager(ckpt, str(run / "ckpt"), max_to_keep=2)
-    restored = bool(resume and manager.latest_checkpoint)
-    if restored:
-        ckpt.restore(manager.latest_checkpoint).expect_partial()
-    start = int(ckpt.step.numpy())
-    for name in ("log.csv", "val.csv"):
-        _truncate_csv(run / name, start)
-    return manager, start, restored
-
-
-def batches(train_u8: np.ndarray, cfg: TrainConfig, start: int):
-    """The training images in [-1, 1], shuffled (reseeded per resume), flipped, batched, endless;
-    with ``cfg.crop``, a random image_size×image_size crop of each image each time it is drawn."""
-    tf = _tf()
-    ds = tf.data.Dataset.from_tensor_slices(train_u8)
-    ds = ds.shuffle(len(train_u8), seed=cfg.seed + start, reshuffle_each_iteration=True).repeat()
-    if cfg.crop:
-        s = cfg.image_size
-        ds = ds.map(lambda im: tf.image.random_crop(im, (s, s, 3), seed=cfg.seed + start), num_parallel_calls=1)
-    ds = ds.map(lambda im: tf.cast(im, tf.float32) / 127.5 - 1.0, num_parallel_calls=1)
-    if cfg.flip:
-        ds = ds.map(tf.image.random_flip_left_right, num_parallel_calls=1)
-    return ds.batch(cfg.batch, drop_remainder=True).prefetch(2)
-
-
-def save_best(run: Path, row: dict, write) -> None:
-    """Replace ``<run>/best`` atomically: ``write(tmp_dir)`` saves the weights, then best.json."""
-    best_path, tmp = run / "best", run / "best.tmp"
-    tmp.mkdir(exist_ok=True)
-    write(tmp)
-    (tmp / "best.json").write_text(json.dumps(row, indent=2))
-    if best_path.exists():
-        for f in best_path.iterdir():
-            f.unlink()
-        best_path.rmdir()
-    tmp.rename(best_path)
-
-
-def load_best(run: Path) -> dict | None:
-    path = run / "best" / "best.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def loop(cfg: TrainConfig, run: Path, start: int, train_step, data_iter, manager, evaluate,
-         quiet: bool = False) -> dict:
-    """The training loop both modes share: steps with a progress bar, divergence check, the loss
-    log every 50 steps, ``evaluate(step)`` every ``eval_every``, checkpoints every ``ckpt_every``.
-    Returns the summary fields (last losses, seconds per step after tracing)."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=cfg.steps, initial=start, desc=f"train {run.name}", disable=quiet,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
-    t_steps, n_timed, losses = 0.0, 0, None
-    step_var = manager.checkpoint.step
-    for step in range(start + 1, cfg.steps + 1):
-        t0 = time.perf_counter()
-        losses = {k: float(v) for k, v in train_step(next(data_iter)).items()}
-        if step > start + 2:  # skip tracing steps
-            t_steps += time.perf_counter() - t0
-            n_timed += 1
-        if not all(np.isfinite(v) for v in losses.values()):
-            raise CodecError(f"training diverged at step {step}: {losses}")
-        step_var.assign(step)
-        bar.update(1)
-        bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)
-        if step % 50 == 0 or step == cfg.steps:
-            _append_csv(run / "log.csv", {"step": step, **losses, "s_per_step": t_steps / max(n_timed, 1)})
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            evaluate(step, bar)
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            manager.save(checkpoint_number=step)
-    bar.close()
-    return {"last_losses": losses, "seconds_per_step": (t_steps / n_timed) if n_timed else None}
-
-
-def write_summary(run: Path, cfg: TrainConfig, best, timing: dict) -> dict:
-    summary = {"run": str(run), "steps": cfg.steps, "best": best, **timing}
-    (run / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
 
 
 def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
