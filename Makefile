@@ -138,6 +138,7 @@ bench-effort: install
 	$(PY) -m benchmarks.effort --model models/airplane --data $(DATA)/cifar10_airplane.npz --limit 64
 bench-speed: install
 	$(PY) -m benchmarks.speed --no-progress --data $(DATA)/cifar10_airplane.npz
+	$(PY) -m benchmarks.speed --no-progress --model models/flowers128 --data $(DATA)/flowers128 --stem speed_flowers128
 bench: bench-table bench-rd bench-speed bench-effort
 	$(PY) -m benchmarks.readme
 

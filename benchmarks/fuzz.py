@@ -36,7 +36,7 @@ from runtime.entropy import EntropyModel, FrequencyTable
 from runtime.errors import CodecError
 
 SLOW_INPUT_SECONDS = 2.0
-# WebP payloads are capped at MAX_WEBP_SIDE² pixels and everything else is tiny: any growth
+# WebP payloads are capped at MAX_IMAGE_SIDE² pixels and everything else is tiny: any growth
 # beyond a few hundred MB means an uncapped allocation.
 MEMORY_GROWTH_LIMIT_MB = 256
 KINDS = ("bitflip", "byte", "truncate", "extend", "header", "random", "payload+crc", "splice+crc", "size+crc")
@@ -173,8 +173,8 @@ def mutate(data: bytes, model_id: bytes, rng, other: bytes | None = None) -> tup
 def decode_symbols(data: bytes, targets: dict[int, list[Target]], forced: Target | None = None):
     """The decode path up to symbols/pixels, as runtime.codec walks it: header, bundle by id, CRC."""
     header = bitstream.read_header(data)
-    if header.kind == "webp":
-        return bitstream.unpack_webp(data)[1]
+    if header.kind == "image":
+        return bitstream.unpack_image(data)[1]
     candidates = [forced] if forced else targets.get(header.model_id_prefix, [])
     if not candidates:
         raise CodecError(f"no installed model has id {header.model_id_hex}…")

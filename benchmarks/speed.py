@@ -399,6 +399,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default=str(RESULTS_DIR), help="output directory (default benchmarks/results)")
     p.add_argument("--data", help=".npz or image folder: time its validation images (default: images "
                                   "decoded from random latents, whose files are larger than real ones)")
+    p.add_argument("--stem", default="speed", help="output file names STEM.json/.md (default speed: the README's)")
     p.add_argument("--no-progress", action="store_true", help="no progress messages")
     return p.parse_args(argv)
 
@@ -407,9 +408,7 @@ def run(argv=None) -> int:
     args = parse_args(argv)
     quiet_tensorflow()
     result = measure_speed(args.model, args.threads, args.quick, not args.no_progress, args.data)
-    # the default model's results are speed.json (the README's); another model's speed_NAME.json
-    save_results(args.out, "speed" if args.model is None else f"speed_{result['model']['name']}", result,
-                 markdown(result))
+    save_results(args.out, args.stem, result, markdown(result))
     return 0
 
 

@@ -72,8 +72,8 @@ st.markdown(
     "image, e.g. CIFAR-10 airplanes. **To compress** an image, the encoder maps it to a small grid of "
     "latent values, scales them by the chosen **rate level** (finer levels: more bytes, better image), "
     "refines them by gradient descent and range-codes the integers into a `latent.bin` of a few dozen "
-    "bytes. **To decode**, the generator simply runs once. With a byte budget, a WebP payload is stored "
-    "instead when WebP does better (images unlike the training set).  \n"
+    "bytes. **To decode**, the generator simply runs once. With a byte budget, a WebP or AVIF payload is stored "
+    "instead when one does better (images unlike the training set).  \n"
     "Below, the reconstruction is shown next to **JPEG, WebP, AVIF and JPEG XL squeezed to the same file "
     "size**, with PSNR and SSIM against the original (higher is better). It only works well on "
     "images like the model's training set."
@@ -122,7 +122,7 @@ with st.sidebar:
         target_bytes = int(st.number_input("Largest file size (bytes)", min_value=1, max_value=4000, value=64,
                                            step=4, key="target_bytes",
                                            help="The finest rate level whose file fits is chosen; where WebP "
-                                                "fits and does better, the file holds a WebP payload."))
+                                                "or AVIF fits and does better, the file holds its payload."))
     steps = st.select_slider("Encode effort (optimization steps)", options=EFFORTS, value=DEFAULT_STEPS, key="steps",
                              help="0: the amortized encoder's guess only (instant). More steps: better "
                                   "reconstruction, slower encoding.")
@@ -197,7 +197,8 @@ with tab_compress:
         result, rows = shown["result"], shown["rows"]
         ours = rows[0]
         st.subheader("2 · Result")
-        how = f"rate level {result.level}" if result.kind == "latent" else "a WebP payload"
+        how = (f"rate level {result.level}" if result.kind == "latent"
+               else f"a {'WebP' if result.kind == 'webp' else result.kind.upper()} payload")
         st.success(f"Compressed to {ours.num_bytes} bytes ({ours.bpp:.2f} bits per pixel, {how}): "
                    f"PSNR {ours.psnr:.2f} dB, SSIM {ours.ssim:.3f}.")
         for warning in result.warnings:
@@ -235,8 +236,9 @@ with tab_decode:
             unexpected(exc)
         else:
             h, w = decoded.image.shape[:2]
-            if decoded.kind == "webp":
-                st.success(f"Decoded {decoded.num_bytes} bytes: a WebP payload (the encoder's fallback; "
+            if decoded.kind != "latent":
+                name = "WebP" if decoded.kind == "webp" else decoded.kind.upper()
+                st.success(f"Decoded {decoded.num_bytes} bytes: a {name} payload (the encoder's fallback; "
                            f"no model needed), a {w}×{h} image.")
             else:
                 st.success(f"Decoded {decoded.num_bytes} bytes with model {decoded.bundle.name} "

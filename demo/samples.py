@@ -118,9 +118,9 @@ def image_from_upload(data: bytes, size: int | None) -> tuple[np.ndarray, tuple[
 @dataclass
 class Decoded:
     image: np.ndarray
-    bundle: object  # None for a WebP payload (it needs no model)
-    level: int | None  # rate level of a latent file; None for a WebP payload
-    kind: str  # "latent" or "webp"
+    bundle: object  # None for an image payload (it needs no model)
+    level: int | None  # rate level of a latent file; None for an image payload
+    kind: str  # "latent", or an image payload's format: "webp" or "avif"
     num_bytes: int
 
 
@@ -132,7 +132,8 @@ def decode_upload(data: bytes) -> Decoded:
     level = None
     if header.kind == "latent":
         level = bitstream.unpack_latent(data, bundle.model_id_bytes, bundle.entropy, bundle.file_grid)[1]
-    return Decoded(image, bundle, level, header.kind, len(data))
+    kind = "latent" if header.kind == "latent" else bitstream.image_file(data[header.length:-1])[0].lower()
+    return Decoded(image, bundle, level, kind, len(data))
 
 
 # -- comparison -------------------------------------------------------------------------------------
@@ -172,8 +173,9 @@ def classic_rows(original: np.ndarray, target_bytes: int) -> list[Row]:
 
 def compare(original: np.ndarray, result) -> list[Row]:
     """This codec's EncodeResult followed by the classic codecs at (at most) the same file size."""
-    if result.kind == "webp":
-        note = "WebP payload: WebP met the target better than the model"
+    if result.kind != "latent":
+        name = "WebP" if result.kind == "webp" else result.kind.upper()
+        note = f"{name} payload: {name} met the target better than the model"
     else:
         note = f"rate level {result.level}" + (f", {result.clipped} latent values clipped" if result.clipped else "")
     ours = codec_row("gancodec", original, result.reconstruction, result.num_bytes, note)

@@ -4,7 +4,7 @@ Layout (docs/bitstream.md gives the reasoning behind every bit and a byte-by-byt
 
     byte 0      bits 7-6  format version, 0b01 for version 3 (0b10: version 2, still read;
                           a version-1 file starts 0xC7 = 0b11…)
-                bit  5    payload kind: 0 latent (range-coded), 1 WebP image
+                bit  5    payload kind: 0 latent (range-coded), 1 image (WebP or AVIF)
                 bit  4    size flag: a width and height follow (a latent file of an any-size
                           bundle: the coded image's size, absent = the bundle's image size; any
                           other file: the original size the decoded image is resized back to)
@@ -13,12 +13,14 @@ Layout (docs/bitstream.md gives the reasoning behind every bit and a byte-by-byt
     [3]         width - 1 (12 bits), height - 1 (12 bits), big-endian (only with the size flag;
                 version 2 had 2 + 2 bytes, uint16 each)
     payload     latent: the range-coded rate level and symbols (runtime.entropy);
-                WebP: a WebP file without its 12-byte RIFF header
+                image: a WebP file without its 12-byte RIFF header, or a whole AVIF file
+                (told apart by their first bytes: a VP8/VP8L/VP8X chunk or an ftyp box)
     last byte   CRC-8 (poly 0x07) over every byte before it, its register seeded by first running
-                it over the full 32-byte model id (latent) or not seeded (WebP)
+                it over the full 32-byte model id (latent) or not seeded (image)
 
-Fixed overhead: 3 bytes (6 with the size). This module imports numpy, Pillow (WebP payloads
-only, lazily) and the standard library.
+Fixed overhead: 3 bytes (6 with the size). This module imports numpy, Pillow (image payloads
+only, lazily) and the standard library. Both image formats decode with the base install's Pillow
+(>= 11.3, whose wheels include AVIF); JPEG XL would need a plugin, so it is never a payload.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ VERSION = 3
 VERSION_BITS = 0b01  # the top 2 bits of byte 0
 V2_BITS = 0b10  # version 2: read (its size field is 2 + 2 bytes), never written
 V1_MAGIC = 0xC7  # byte 0 of every format-1 file
-KINDS = ("latent", "webp")
+KINDS = ("latent", "image")
 HEADER_BYTES = 2
 SIZE_BYTES = 3  # 12 + 12 bits
 SIZE_BYTES_V2 = 4
@@ -47,9 +49,10 @@ MODEL_ID_BITS = 12
 MAX_FILE_BYTES = 1 << 20  # far above any real file (a 2048x2048 image at the finest level is ~0.5 MB)
 MAX_SIDE = 4096  # what 12 bits hold; a stored size is capped before anything is allocated from it
 MAX_RESTORE_PIXELS = 16_777_216
-MAX_WEBP_SIDE = 1024  # a WebP payload stands in for a small image; checked before decoding pixels
+MAX_IMAGE_SIDE = 4096  # an image payload's own size, checked before its pixels are decoded
 RIFF_HEADER_BYTES = 12  # "RIFF" + uint32 LE size + "WEBP", rebuilt on decode
 WEBP_CHUNKS = (b"VP8 ", b"VP8L", b"VP8X")
+AVIF_BRANDS = (b"avif", b"avis")  # the major brand of an AVIF file's ftyp box
 
 
 # --- integrity ---------------------------------------------------------------------------------
@@ -91,7 +94,7 @@ def _crc_seed(kind: str, model_id: bytes | None) -> int:
 class Header:
     """What the first bytes of a latent.bin say."""
 
-    kind: str  # "latent" or "webp"
+    kind: str  # "latent" or "image"
     model_id_prefix: int  # 12 bits
     size: tuple[int, int] | None  # original (width, height) when stored
     version: int = VERSION
@@ -215,7 +218,7 @@ def unpack_latent(data: bytes, model_id: bytes, model: EntropyModel,
     header = read_header(data)
     data = bytes(data)
     if header.kind != "latent":
-        raise CodecError("this file holds a WebP image, not a latent")
+        raise CodecError("this file holds an image payload, not a latent")
     mine = model_id_prefix(model_id)
     if header.model_id_prefix != mine:
         raise CodecError(f"file was written by model {header.model_id_hex}…, not by this model ({mine:03x}…)")
@@ -227,14 +230,14 @@ def unpack_latent(data: bytes, model_id: bytes, model: EntropyModel,
     return header, level, symbols
 
 
-# --- WebP payload ------------------------------------------------------------------------------
+# --- image payloads: WebP or AVIF ---------------------------------------------------------------
 
 def pack_webp(webp: bytes, model_id: bytes, size: tuple[int, int] | None = None) -> bytes:
-    """Build a latent.bin holding a WebP file (the fallback for images the model cannot reach).
+    """Build a latent.bin holding a WebP file (a fallback for images the model cannot reach).
 
-    The 12-byte RIFF header ("RIFF", size, "WEBP") is implied by the kind bit and rebuilt on
-    decode. The header's model id names the bundle that chose the fallback; the CRC is not
-    seeded with it, so the image decodes without any bundle installed.
+    The 12-byte RIFF header ("RIFF", size, "WEBP") is implied and rebuilt on decode. The header's
+    model id names the bundle that chose the fallback; the CRC is not seeded with it, so the image
+    decodes without any bundle installed.
     """
     webp = bytes(webp)
     if (len(webp) < RIFF_HEADER_BYTES + 8 or webp[:4] != b"RIFF" or webp[8:12] != b"WEBP"
@@ -242,7 +245,20 @@ def pack_webp(webp: bytes, model_id: bytes, size: tuple[int, int] | None = None)
         raise CodecError("not a well-formed WebP file (RIFF/WEBP header or size mismatch)")
     if webp[12:16] not in WEBP_CHUNKS:
         raise CodecError("WebP file does not start with a VP8/VP8L/VP8X chunk")
-    return _frame("webp", model_id, webp[RIFF_HEADER_BYTES:], size)
+    return _frame("image", model_id, webp[RIFF_HEADER_BYTES:], size)
+
+
+def pack_avif(avif: bytes, model_id: bytes, size: tuple[int, int] | None = None) -> bytes:
+    """Build a latent.bin holding a whole AVIF file (as :func:`pack_webp`; nothing is stripped:
+    an AVIF file's boxes vary with the encoder)."""
+    avif = bytes(avif)
+    if not _is_avif(avif):
+        raise CodecError("not an AVIF file (no ftyp box with brand avif/avis)")
+    return _frame("image", model_id, avif, size)
+
+
+def _is_avif(data: bytes) -> bool:
+    return len(data) >= 12 and data[4:8] == b"ftyp" and data[8:12] in AVIF_BRANDS
 
 
 def webp_file(payload: bytes) -> bytes:
@@ -250,34 +266,45 @@ def webp_file(payload: bytes) -> bytes:
     return b"RIFF" + struct.pack("<I", len(payload) + 4) + b"WEBP" + bytes(payload)
 
 
-def unpack_webp(data: bytes) -> tuple[Header, np.ndarray]:
-    """Check and decode a WebP-kind file: (header, uint8 RGB (H, W, 3)). Needs no bundle."""
+def image_file(payload: bytes) -> tuple[str, bytes]:
+    """An image payload -> (format "WEBP" or "AVIF", the image file); CodecError if neither."""
+    if len(payload) >= 8 and payload[:4] in WEBP_CHUNKS:
+        return "WEBP", webp_file(payload)
+    if _is_avif(payload):
+        return "AVIF", bytes(payload)
+    raise CodecError("image payload is neither WebP (VP8/VP8L/VP8X chunk) nor AVIF (ftyp box) (corrupted file)")
+
+
+def unpack_image(data: bytes) -> tuple[Header, np.ndarray]:
+    """Check and decode an image-kind file: (header, uint8 RGB (H, W, 3)). Needs no bundle."""
     header = read_header(data)
     data = bytes(data)
-    if header.kind != "webp":
-        raise CodecError("this file holds a latent, not a WebP image")
-    payload = _payload(data, header, None)
-    if len(payload) < 8 or payload[:4] not in WEBP_CHUNKS:
-        raise CodecError("WebP payload does not start with a VP8/VP8L/VP8X chunk (corrupted file)")
-    from PIL import Image
+    if header.kind != "image":
+        raise CodecError("this file holds a latent, not an image payload")
+    fmt, file = image_file(_payload(data, header, None))
+    from PIL import Image, features
 
+    if fmt == "AVIF" and not features.check("avif"):
+        raise CodecError("this file holds an AVIF image and this Pillow cannot decode AVIF "
+                         "(pip install -U 'pillow>=11.3', whose wheels include it)")
+    name = "WebP" if fmt == "WEBP" else fmt
     try:
         with warnings.catch_warnings():  # our own cap below refuses huge sizes; Pillow need not warn
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            opened = Image.open(io.BytesIO(webp_file(payload)), formats=["WEBP"])
+            opened = Image.open(io.BytesIO(file), formats=[fmt])
         with opened as im:
-            w, h = im.size  # read from the bitstream header: no pixels decoded yet
-            if not (1 <= w <= MAX_WEBP_SIDE and 1 <= h <= MAX_WEBP_SIDE):
-                raise CodecError(f"WebP payload is {w}x{h}, beyond the {MAX_WEBP_SIDE}-pixel cap")
+            w, h = im.size  # read from the file's header: no pixels decoded yet
+            if not (1 <= w <= MAX_IMAGE_SIDE and 1 <= h <= MAX_IMAGE_SIDE):
+                raise CodecError(f"{name} payload is {w}x{h}, beyond the {MAX_IMAGE_SIDE}-pixel cap")
             if getattr(im, "n_frames", 1) != 1:
-                raise CodecError("WebP payload is animated; a latent.bin holds one image")
+                raise CodecError(f"{name} payload is animated; a latent.bin holds one image")
             rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
     except CodecError:
         raise
     except (KeyboardInterrupt, SystemExit, MemoryError):
         raise
     except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, … for bad data
-        raise CodecError(f"WebP payload could not be decoded (corrupted file): {type(exc).__name__}") from None
+        raise CodecError(f"{name} payload could not be decoded (corrupted file): {type(exc).__name__}") from None
     if rgb.shape != (h, w, 3):
-        raise CodecError("WebP payload decoded to an unexpected shape (corrupted file)")
+        raise CodecError(f"{name} payload decoded to an unexpected shape (corrupted file)")
     return header, rgb

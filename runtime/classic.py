@@ -1,10 +1,16 @@
-"""The classic codecs (JPEG, WebP, AVIF via Pillow) behind one interface: the benchmarks compare
-with them and the encoder falls back to WebP per image when it meets a target better. Every size
-is the length of the whole file Pillow writes, headers included.
+"""The classic codecs (JPEG, WebP, AVIF, JPEG XL via Pillow) behind one interface: the benchmarks
+and the demo compare with them (:data:`CLASSIC_CODECS`, each at its best-compressing setting) and
+the encoder falls back per image to WebP or AVIF when one meets a target better
+(:data:`FALLBACK_CODECS`, AVIF at a speed an encoder can afford). Every size is the length of the
+whole file Pillow writes, headers included.
 
 - JPEG: Pillow, ``optimize=True`` (Huffman tables optimised), 4:2:0, quality 1..95.
 - WebP: Pillow/libwebp lossy, ``method=6`` (slowest, best), quality 0..100.
-- AVIF: Pillow's AVIF support (or the pillow-avif-plugin), quality 0..100, speed 6.
+- AVIF: Pillow's AVIF support (libavif/aom; in Pillow's wheels since 11.3), quality 0..100 in steps
+  of 4; ``speed=0`` (slowest, best: ~0.2-0.35 s per 128x128 image here) for comparisons,
+  ``speed=6`` (~10 ms) for the encoder's fallback.
+- JPEG XL: the pillow-jxl-plugin (bench extra; libjxl), ``effort=9``, quality 0..100 in steps of 2
+  (~45 ms per 128x128 image). Never a fallback payload: the base install cannot decode it.
 """
 
 from __future__ import annotations
@@ -13,13 +19,12 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, features
+from PIL import Image
 
-if not features.check("avif"):  # older Pillow: the plugin registers the format
-    try:
-        import pillow_avif  # noqa: F401
-    except ImportError:
-        pass
+try:  # JPEG XL: the plugin registers the format with Pillow (bench extra only)
+    import pillow_jxl  # noqa: F401
+except ImportError:
+    pass
 
 
 @dataclass(frozen=True)
@@ -48,16 +53,10 @@ class ClassicCodec:
         return [(q, self.encode(pixels, q)) for q in self.qualities]
 
     def closest_to_size(self, pixels: np.ndarray, target_bytes: int) -> tuple[int, bytes]:
-        """The highest quality whose file is at most ``target_bytes``; the smallest file if none fits."""
-        best = None
-        smallest = None
-        for q in self.qualities:
-            data = self.encode(pixels, q)
-            if smallest is None or len(data) < len(smallest[1]):
-                smallest = (q, data)
-            if len(data) <= target_bytes and (best is None or len(data) >= len(best[1])):
-                best = (q, data)
-        return best if best is not None else smallest
+        """The highest quality whose file is at most ``target_bytes`` (:meth:`best_fitting`); the
+        lowest quality's file if none fits."""
+        best = self.best_fitting(pixels, lambda d: len(d) <= target_bytes)
+        return best if best is not None else (self.qualities[0], self.encode(pixels, self.qualities[0]))
 
     def best_fitting(self, pixels: np.ndarray, fits) -> tuple[int, bytes] | None:
         """The highest quality whose file satisfies ``fits(data)`` (sizes grow with quality, so a
@@ -86,10 +85,14 @@ class ClassicCodec:
 
 JPEG = ClassicCodec("JPEG", "JPEG", tuple(range(1, 96, 2)), (("optimize", True),))
 WEBP = ClassicCodec("WebP", "WEBP", tuple(range(0, 101)), (("method", 6),))
-AVIF = ClassicCodec("AVIF", "AVIF", tuple(range(0, 101, 4)), (("speed", 6),))
-CLASSIC_CODECS = {c.name: c for c in (JPEG, WEBP, AVIF)}
+AVIF = ClassicCodec("AVIF", "AVIF", tuple(range(0, 101, 4)), (("speed", 6),))  # the fallback's
+AVIF_BEST = ClassicCodec("AVIF", "AVIF", AVIF.qualities, (("speed", 0),))  # comparisons
+JXL = ClassicCodec("JPEG XL", "JXL", tuple(range(0, 101, 2)), (("effort", 9),))
+CLASSIC_CODECS = {c.name: c for c in (JPEG, WEBP, AVIF_BEST, JXL)}
+#: the image payloads the encoder may write: what the base install's Pillow decodes (not JPEG XL)
+FALLBACK_CODECS = {c.name: c for c in (WEBP, AVIF)}
 
 
-def available_codecs() -> dict[str, ClassicCodec]:
-    """The classic codecs this Pillow can write."""
-    return {k: c for k, c in CLASSIC_CODECS.items() if c.available()}
+def available_codecs(codecs: dict[str, ClassicCodec] = CLASSIC_CODECS) -> dict[str, ClassicCodec]:
+    """The codecs of ``codecs`` (default the comparison set) this Pillow can write."""
+    return {k: c for k, c in codecs.items() if c.available()}

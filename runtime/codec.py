@@ -20,8 +20,8 @@ Encoding, stage by stage (each a method below):
    image the best candidate under the target is kept (:meth:`Codec.best_of`);
 6. :meth:`Codec.flips` — polishing the rounding: :data:`POLISH_ROUNDS` rounds, each trying the
    :data:`POLISH_FLIPS` symbol moves that the TF mirror's gradient says lower the loss most, each
-   measured as in 5; with a target the WebP fallback (:func:`webp_fallback`) then replaces an
-   image's file when WebP meets the target better;
+   measured as in 5; with a target the fallback (:func:`image_fallback`: WebP or AVIF) then
+   replaces an image's file when a classic codec meets the target better;
 7. :meth:`Codec.pack` — the latent.bin bytes (written while fitting, in 4 and 6).
 
 Decoding (:meth:`Codec.decompress`, :func:`decode_file_bytes`) imports numpy, onnxruntime and
@@ -88,8 +88,8 @@ class EncodeResult:
 
     data: bytes
     reconstruction: np.ndarray  # uint8 (H, W, 3), exactly what decompress() returns (before --keep-size)
-    level: int | None  # rate level of a latent file; None for a WebP payload
-    kind: str = "latent"  # "latent" or "webp" (the fallback)
+    level: int | None  # rate level of a latent file; None for an image payload
+    kind: str = "latent"  # "latent", or the fallback's format: "webp" or "avif"
     clipped: int = 0  # latent values clipped into the tables' support
     quality: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
@@ -151,8 +151,8 @@ class Codec:
         """latent.bin bytes -> uint8 RGB image: an any-size bundle's at its coded size; otherwise
         at model size, resized to the original size when the file stores it (and ``keep_size``)."""
         header = bitstream.read_header(data)
-        if header.kind == "webp":
-            _, image = bitstream.unpack_webp(data)
+        if header.kind == "image":
+            _, image = bitstream.unpack_image(data)
         elif self.bundle.any_size:
             w, h = header.size or (self.bundle.image_size,) * 2
             _, level, symbols = bitstream.unpack_latent(data, self.bundle.model_id_bytes, self.bundle.entropy,
@@ -404,7 +404,7 @@ class Codec:
         """Encode a batch; every image gets its own latent. Returns bytes and decoder-exact quality.
 
         Rate: ``level`` fixes the rate level (default: the bundle's); ``target_bytes`` /
-        ``target_psnr`` choose it per image (and, with ``fallback``, a WebP payload where WebP
+        ``target_psnr`` choose it per image (and, with ``fallback``, a WebP or AVIF payload where it
         meets the target better). Size: an any-size bundle codes each image at its own size (or
         at ``resize``²); a fixed-size bundle at its own, and ``keep_size`` stores each original
         (width, height) for the decoder to resize back to.
@@ -454,9 +454,9 @@ class Codec:
                                          target_psnr, lams)
         if fallback:
             for i, r in enumerate(results):
-                webp = webp_fallback(pixels[i], self.bundle.model_id_bytes, image_keep[i], target_bytes, target_psnr)
-                if webp is not None and _pick([r, webp], target_bytes, target_psnr, None) is webp:
-                    results[i] = webp
+                other = image_fallback(pixels[i], self.bundle.model_id_bytes, image_keep[i], target_bytes, target_psnr)
+                if other is not None and _pick([r, other], target_bytes, target_psnr, None) is other:
+                    results[i] = other
         quality = metrics.quality(np.stack([r.reconstruction for r in results]), pixels)
         for i, r in enumerate(results):
             r.quality = {k: float(v[i]) for k, v in quality.items()}
@@ -563,7 +563,8 @@ class Codec:
                 out.append(f"decodes at {r.quality['psnr']:.2f} dB, far below this model's {ref:.2f} dB on its "
                            f"validation images at this rate: probably unlike its training set ({self.bundle.dataset})")
         else:
-            out.append("WebP met the target better than the model at this size, so the file holds a WebP "
+            name = {"webp": "WebP", "avif": "AVIF"}.get(r.kind, r.kind)
+            out.append(f"{name} met the target better than the model at this size, so the file holds a {name} "
                        "payload (decodes without the model)")
         return out
 
@@ -598,31 +599,36 @@ def _pick(options: list[EncodeResult], target_bytes, target_psnr, lam) -> Encode
     return min(options, key=lambda o: 8 * o.num_bytes / pixels + float(lam) * o.quality["mse"])
 
 
-def webp_fallback(pixels: np.ndarray, model_id: bytes, size, target_bytes=None, target_psnr=None):
-    """The WebP candidate for one image under a target, as a latent.bin with a WebP payload: the
-    highest quality whose whole file fits ``target_bytes``, or the lowest whose PSNR reaches
-    ``target_psnr``. None when WebP cannot meet the target at all."""
-    from runtime.classic import WEBP
+def image_fallback(pixels: np.ndarray, model_id: bytes, size, target_bytes=None, target_psnr=None):
+    """The classic-codec candidate for one image under a target, as a latent.bin with an image
+    payload: per codec of :data:`runtime.classic.FALLBACK_CODECS` that this Pillow writes, the
+    highest quality whose whole file fits ``target_bytes`` (or the lowest whose PSNR reaches
+    ``target_psnr``); of those, the one that meets the target best (:func:`_pick`). None when none meets the target at all."""
+    from runtime.classic import FALLBACK_CODECS, available_codecs
 
-    def wrap(data):
-        return bitstream.pack_webp(data, model_id, size)
+    found = []
+    for name, classic in available_codecs(FALLBACK_CODECS).items():
+        pack = bitstream.pack_webp if name == "WebP" else bitstream.pack_avif
 
-    if target_bytes is not None:
-        found = WEBP.best_fitting(pixels, lambda d: len(wrap(d)) <= target_bytes)
-    else:
-        found = WEBP.lowest_reaching(pixels, lambda d: metrics.psnr(WEBP.decode(d), pixels) >= target_psnr)
-    if found is None:
-        return None
-    data = wrap(found[1])
-    recon = WEBP.decode(found[1])
-    return EncodeResult(data, recon, None, "webp", 0, {"mse": metrics.mse(recon, pixels), "psnr": metrics.psnr(recon, pixels)})
+        def wrap(data, pack=pack):
+            return pack(data, model_id, size)
+
+        if target_bytes is not None:
+            hit = classic.best_fitting(pixels, lambda d, wrap=wrap: len(wrap(d)) <= target_bytes)
+        else:
+            hit = classic.lowest_reaching(pixels, lambda d, c=classic: metrics.psnr(c.decode(d), pixels) >= target_psnr)
+        if hit is not None:
+            recon = classic.decode(hit[1])
+            found.append(EncodeResult(wrap(hit[1]), recon, None, name.lower(), 0,
+                                      {"mse": metrics.mse(recon, pixels), "psnr": metrics.psnr(recon, pixels)}))
+    return _pick(found, target_bytes, target_psnr, None) if found else None
 
 
 def decode_file_bytes(data: bytes, model=None, threads: int = 1) -> tuple[np.ndarray, Bundle | None]:
     """Decode latent.bin bytes, finding the bundle by the id in the header unless ``model`` is given.
 
     A forced ``model`` must still match the file's id: a file from model A is never decoded by B.
-    A WebP payload needs no bundle (returned bundle None unless ``model`` is given). A file that
+    An image payload needs no bundle (returned bundle None unless ``model`` is given). A file that
     fails to decode and starts like an image file (a PNG passed by mistake) is named as such.
     """
     try:
@@ -640,8 +646,8 @@ def _decode_file_bytes(data: bytes, model, threads: int) -> tuple[np.ndarray, Bu
     if model is not None:
         bundle = model if isinstance(model, Bundle) else find_bundle(model, threads)
         return Codec(bundle).decompress(data), bundle
-    if header.kind == "webp":
-        _, image = bitstream.unpack_webp(data)
+    if header.kind == "image":
+        _, image = bitstream.unpack_image(data)
         return (restore_size(image, *header.size) if header.size else image), None
     candidates = bundles_for_prefix(header.model_id_prefix, threads)
     if not candidates:

@@ -57,16 +57,24 @@ def run(args) -> int:
         except CodecError as exc:
             raise CodecError(f"{f}: {exc}") from None
         if args.no_resize:
-            from runtime.bitstream import read_header, unpack_webp
+            from runtime.bitstream import read_header, unpack_image
             from runtime.images import to_model_size
 
             if bundle is not None:
                 image = to_model_size(image, bundle.image_size)
-            elif read_header(data).size:  # a WebP payload holds the model-size image itself
-                image = unpack_webp(data)[1]
+            elif read_header(data).size:  # an image payload holds the model-size image itself
+                image = unpack_image(data)[1]
         write_atomic(target, png_bytes(image))
-        print(f"{f} -> {target}: {image.shape[1]}x{image.shape[0]} ({bundle.name if bundle else 'WebP payload'})")
+        print(f"{f} -> {target}: {image.shape[1]}x{image.shape[0]} ({bundle.name if bundle else _payload_name(data)})")
     return 0
+
+
+def _payload_name(data: bytes) -> str:
+    """"WebP payload" / "AVIF payload" for an image-kind file (already decoded, so well formed)."""
+    from runtime.bitstream import image_file, read_header
+
+    fmt = image_file(data[read_header(data).length:-1])[0]
+    return f"{'WebP' if fmt == 'WEBP' else fmt} payload"
 
 
 def main(argv=None) -> int:

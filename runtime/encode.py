@@ -2,7 +2,7 @@
 [--level L | --target-bytes N | --target-psnr DB] [--steps N] [--no-fallback] [--keep-size | --resize S]
 [--json] [--verbose]
 
-Thin CLI over :meth:`runtime.codec.Codec.compress`: prints bytes, bpp, rate level (or WebP), PSNR,
+Thin CLI over :meth:`runtime.codec.Codec.compress`: prints bytes, bpp, rate level (or the fallback's WebP/AVIF), PSNR,
 SSIM and MS-SSIM per image (JSON lines with --json) and a ``warning: …`` line on stderr when a
 result is worse than asked (target missed, image unlike the training set); errors are one line
 ``error: …`` and exit status 2.
@@ -33,7 +33,7 @@ def parse_args(argv=None):
     rate.add_argument("--target-bytes", type=int, help="largest file size; picks the rate level per image")
     rate.add_argument("--target-psnr", type=float, help="smallest PSNR in dB; picks the rate level per image")
     p.add_argument("--no-fallback", action="store_true",
-                   help="with a target: never store a WebP payload, even where WebP meets the target better")
+                   help="with a target: never store a WebP or AVIF payload, even where it meets the target better")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                    help=f"refinement steps (gradient descent on the latent, then polishing its rounding; "
                         f"0: the encoder's latent alone; default {DEFAULT_STEPS})")
@@ -115,7 +115,7 @@ def run(args) -> int:
             if args.json:
                 print(json.dumps(row), flush=True)
             else:
-                how = f"level {res.level}" if res.kind == "latent" else "WebP payload"
+                how = f"level {res.level}" if res.kind == "latent" else f"{res.kind.upper().replace('WEBP', 'WebP')} payload"
                 print(f"{row['input']} -> {row['output']}: {row['bytes']} bytes, {row['bpp']:.3f} bpp, "
                       f"{how}, PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, "
                       f"MS-SSIM {row['ms_ssim']:.4f} ({row['model']})", flush=True)

@@ -3,7 +3,7 @@
 Thin CLI: prints what a latent.bin's header says (every field of the header object that
 :func:`runtime.bitstream.read_header` returns, whatever the format version), the bundle its model
 id points to on the search path (``models/`` and ``$GANCODEC_MODELS``), and whether the file
-decodes with that bundle. A file whose header cannot be read is one line ``error: …``, exit 2.
+decodes with that bundle. A file whose header cannot be read (or an image file whose CRC fails) is one line ``error: …``, exit 2.
 Imports numpy, onnxruntime and Pillow only — never TensorFlow.
 """
 
@@ -66,12 +66,15 @@ def find_models(prefix) -> list:
 def describe(data: bytes) -> dict:
     """Everything ``info`` reports about one file, as a JSON-friendly dict.
 
-    Raises CodecError when the header cannot be read; a missing model or a file that does not
+    Raises CodecError when the header cannot be read or an image file fails its integrity check
+    (a latent file's check needs its model); a missing model or a file that does not
     decode is reported in the result, not raised.
     """
     from runtime import bitstream
 
     header = bitstream.read_header(data)
+    if header.kind == "image":  # its CRC needs no model, so a bad one is a bad file, not a report
+        bitstream.unpack_image(data)
     fields = header_fields(header)
     out = {"bytes": len(data), "header": {k: printable(v) for k, v in fields.items()}}
     if isinstance(getattr(header, "length", None), int):

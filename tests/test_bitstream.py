@@ -1,4 +1,4 @@
-"""runtime.bitstream, format version 3 (version 2 read): header, CRC, latent and WebP payloads, test vectors."""
+"""runtime.bitstream, format version 3 (version 2 read): header, CRC, latent and image (WebP, AVIF) payloads, test vectors."""
 
 import hashlib
 import io
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from runtime import bitstream
+from runtime import bitstream, metrics
 from runtime.entropy import EntropyModel, FrequencyTable
 from runtime.errors import CodecError
 from tests.vectors import make as vectors
@@ -58,7 +58,7 @@ def test_header_bits_by_hand():
     assert bitstream.model_id_prefix(mid) == 0xABC
     # byte 0 = 0b01 (version 3) | kind 0 | size 0 | 0xA = 0x4A; byte 1 = 0xBC
     assert bitstream.Header("latent", 0xABC, None).to_bytes() == b"\x4a\xbc"
-    assert bitstream.Header("webp", 0xABC, None).to_bytes() == b"\x6a\xbc"  # kind bit 5
+    assert bitstream.Header("image", 0xABC, None).to_bytes() == b"\x6a\xbc"  # kind bit 5
     # size flag bit 4; 640x480 -> 639 << 12 | 479 = 0x27F1DF (12 + 12 bits)
     assert bitstream.Header("latent", 0xABC, (640, 480)).to_bytes() == b"\x5a\xbc\x27\xf1\xdf"
     assert bitstream.Header("latent", 0xABC, (4096, 1)).to_bytes() == b"\x5a\xbc\xff\xf0\x00"
@@ -137,20 +137,49 @@ def test_webp_round_trip_without_bundle():
     webp, img = webp_bytes()
     data = bitstream.pack_webp(webp, MODEL_ID, size=(100, 80))
     assert len(data) == len(webp) - 12 + 6
-    header, rgb = bitstream.unpack_webp(data)
-    assert (header.kind, header.size, header.model_id_prefix) == ("webp", (100, 80), bitstream.model_id_prefix(MODEL_ID))
+    header, rgb = bitstream.unpack_image(data)
+    assert (header.kind, header.size, header.model_id_prefix) == ("image", (100, 80), bitstream.model_id_prefix(MODEL_ID))
     np.testing.assert_array_equal(rgb, img)
     assert data[-1] == bitstream.crc8(data[:-1])  # not seeded with the model id
-    with pytest.raises(CodecError, match="WebP"):
+    with pytest.raises(CodecError, match="image payload"):
         bitstream.unpack_latent(data, MODEL_ID, MODEL)
     with pytest.raises(CodecError, match="latent"):
-        bitstream.unpack_webp(bitstream.pack_latent(symbols_for(0), 0, MODEL, MODEL_ID))
+        bitstream.unpack_image(bitstream.pack_latent(symbols_for(0), 0, MODEL, MODEL_ID))
 
 
-def test_webp_caps_checked_before_decoding():
-    webp, _ = webp_bytes(w=bitstream.MAX_WEBP_SIDE + 1, h=1)
+def avif_bytes(w=20, h=12, quality=90):
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.stack([x * 12, y * 20, (x + y) * 6], axis=-1).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="AVIF", quality=quality, speed=8)
+    return buf.getvalue(), img
+
+
+def test_avif_round_trip_without_bundle():
+    """An AVIF payload is the whole AVIF file; it decodes with the base install's Pillow alone."""
+    avif, img = avif_bytes()
+    data = bitstream.pack_avif(avif, MODEL_ID)
+    assert len(data) == len(avif) + 3 and data[2:-1] == avif
+    header, rgb = bitstream.unpack_image(data)
+    assert header.kind == "image" and rgb.shape == img.shape
+    assert metrics.psnr(rgb, img) > 30
+    assert bitstream.image_file(data[2:-1])[0] == "AVIF"
+    with pytest.raises(CodecError, match="not an AVIF file"):
+        bitstream.pack_avif(webp_bytes()[0], MODEL_ID)
+    broken = bytearray(data)
+    broken[30:60] = bytes(30)
+    broken[-1] = bitstream.crc8(bytes(broken[:-1]))
+    with pytest.raises(CodecError, match="AVIF payload could not be decoded"):
+        bitstream.unpack_image(bytes(broken))
+
+
+def test_image_caps_checked_before_decoding():
+    webp, _ = webp_bytes(w=bitstream.MAX_IMAGE_SIDE + 1, h=1)
     with pytest.raises(CodecError, match="cap"):
-        bitstream.unpack_webp(bitstream.pack_webp(webp, MODEL_ID))
+        bitstream.unpack_image(bitstream.pack_webp(webp, MODEL_ID))
+    neither = bitstream.Header("image", 0xABC, None).to_bytes() + b"PNG image data"
+    with pytest.raises(CodecError, match="neither WebP"):
+        bitstream.unpack_image(neither + bytes([bitstream.crc8(neither)]))
     with pytest.raises(CodecError, match="WebP"):
         bitstream.pack_webp(b"RIFF\x04\x00\x00\x00WEBP", MODEL_ID)
     png = io.BytesIO()
@@ -167,7 +196,7 @@ def test_corrupted_webp_raises_only_codec_error():
         d[int(rng.integers(2, len(d) - 1))] = int(rng.integers(0, 256))
         d[-1] = bitstream.crc8(bytes(d[:-1]))
         try:
-            _, rgb = bitstream.unpack_webp(bytes(d))
+            _, rgb = bitstream.unpack_image(bytes(d))
             assert rgb.dtype == np.uint8 and rgb.ndim == 3
         except CodecError:
             pass
@@ -296,14 +325,14 @@ def test_vectors_decode_to_expected_values():
             np.testing.assert_array_equal(fm.dequantize(level, symbols), np.array(f["latent"], np.float32))
             if "contexts" in f:
                 np.testing.assert_array_equal(fm.contexts_of(level, symbols), np.array(f["contexts"]))
-        elif f["kind"] == "webp":
-            header, rgb = bitstream.unpack_webp(data)
+        elif f["kind"] == "image":
+            header, rgb = bitstream.unpack_image(data)
             np.testing.assert_array_equal(rgb, np.array(f["rgb"], np.uint8))
         else:
             with pytest.raises(CodecError, match=f["error"]):
                 header = bitstream.read_header(data)
                 bitstream.unpack_latent(data, model_id, fm)
-    assert kinds == {"latent", "webp", "invalid"} and used == set(models)
+    assert kinds == {"latent", "image", "invalid"} and used == set(models)
     assert desc["bad_entropy_bins"]
     for b in desc["bad_entropy_bins"]:
         with pytest.raises(CodecError, match=re.escape(b["error"])):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime import metrics
+from runtime import bitstream, metrics
 from runtime.errors import CodecError
 from tests.conftest import run_module, synthetic_images, tiny_config
 
@@ -304,8 +304,9 @@ def test_file_from_model_a_is_never_decoded_by_model_b(codec, images, tiny_run, 
 
 
 def test_webp_fallback_payload(codec):
-    """webp_fallback: the highest WebP quality whose whole file fits; it decodes without a bundle."""
-    from runtime.codec import decode_file_bytes, webp_fallback
+    """image_fallback: the highest WebP quality whose whole file fits; it decodes without a bundle."""
+    from runtime.codec import decode_file_bytes
+    from runtime.codec import image_fallback as webp_fallback
 
     noise = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     res = webp_fallback(noise, codec.bundle.model_id_bytes, None, target_bytes=300)
@@ -318,6 +319,30 @@ def test_webp_fallback_payload(codec):
     reach = webp_fallback(noise, codec.bundle.model_id_bytes, None, target_psnr=11.0)
     assert reach is not None and reach.quality["psnr"] >= 11.0 and reach.num_bytes < res.num_bytes
     assert webp_fallback(noise, codec.bundle.model_id_bytes, None, target_psnr=40.0) is None  # lossy WebP cannot
+
+
+def test_fallback_picks_the_best_of_webp_and_avif(codec):
+    """Per target, the fallback is whichever of WebP and AVIF meets it best: on a smooth 64x64
+    gradient WebP wins at 150 B (AVIF cannot fit) and AVIF at 600 B (measured: 36.1 dB WebP; 47.8 dB AVIF)."""
+    from runtime.classic import AVIF, WEBP
+    from runtime.codec import decode_file_bytes, image_fallback
+
+    y, x = np.mgrid[0:64, 0:64]
+    img = np.stack([x * 4, y * 4, (x + y) * 2], axis=-1).astype(np.uint8)
+    mid = codec.bundle.model_id_bytes
+    for budget in (150, 600):
+        res = image_fallback(img, mid, None, target_bytes=budget)
+        best = {}
+        for name, c, pack in (("webp", WEBP, bitstream.pack_webp), ("avif", AVIF, bitstream.pack_avif)):
+            hit = c.best_fitting(img, lambda d, pack=pack: len(pack(d, mid)) <= budget)
+            if hit is not None:  # AVIF's smallest file is above 150 B here
+                best[name] = metrics.psnr(c.decode(hit[1]), img)
+        assert res.kind == max(best, key=best.get) and res.num_bytes <= budget, (budget, best, res.kind)
+        assert res.quality["psnr"] == pytest.approx(max(best.values()))
+        image, bundle = decode_file_bytes(res.data)
+        assert bundle is None
+        np.testing.assert_array_equal(image, res.reconstruction)
+    assert {image_fallback(img, mid, None, target_bytes=b).kind for b in (150, 600)} == {"webp", "avif"}
 
 
 def test_noise_image_falls_back_to_webp(codec):

@@ -264,7 +264,7 @@ def test_every_np_load_refuses_pickle():
     assert offenders == []
 
 
-@pytest.mark.parametrize("kind", ["v1", "latent", "webp"])
+@pytest.mark.parametrize("kind", ["v1", "latent", "image"])
 def test_decode_subprocess_survives_hostile_file_without_traceback(bundle, tiny_bundle, tmp_path, kind):
     blob = tmp_path / "hostile.bin"
     if kind == "v1":  # a format-1 file: refused with a clear word
@@ -274,7 +274,7 @@ def test_decode_subprocess_survives_hostile_file_without_traceback(bundle, tiny_
         data[-1] = bitstream.crc8(bytes(data[:-1]), bitstream.crc8(bundle.model_id_bytes))
         blob.write_bytes(bytes(data))
     else:  # a WebP payload that is not a WebP image
-        data = bytearray(bitstream.Header("webp", bundle.model_id_prefix, None).to_bytes() + b"VP8 " + bytes(40) + b"\0")
+        data = bytearray(bitstream.Header("image", bundle.model_id_prefix, None).to_bytes() + b"VP8 " + bytes(40) + b"\0")
         data[-1] = bitstream.crc8(bytes(data[:-1]))
         blob.write_bytes(bytes(data))
     r = subprocess.run([sys.executable, "-m", "runtime.decode", str(blob), "--model", str(tiny_bundle)],

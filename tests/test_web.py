@@ -60,9 +60,9 @@ def python_decode(data: bytes, vectors: dict, entropy_bin: str | None = None) ->
     model = EntropyModel.from_bytes((VECTORS / (entropy_bin or vectors["entropy_bin"])).read_bytes())
     try:
         header = bitstream.read_header(data)
-        if header.kind == "webp":
-            _, rgb = bitstream.unpack_webp(data)
-            return {"kind": "webp", "width": rgb.shape[1], "height": rgb.shape[0]}
+        if header.kind == "image":
+            _, rgb = bitstream.unpack_image(data)
+            return {"kind": "image", "width": rgb.shape[1], "height": rgb.shape[0]}
         _, level, symbols = bitstream.unpack_latent(data, bytes.fromhex(vectors["model_id"]), model)
         return {"kind": "latent", "level": level, "symbols": symbols.ravel().tolist()}
     except CodecError as exc:
@@ -144,7 +144,7 @@ def test_js_decodes_every_vector_file(js, vectors):
         else:
             data = (VECTORS / name).read_bytes()
             header = bitstream.read_header(data)
-            assert bytes.fromhex(got["webp"]) == bitstream.webp_file(data[header.length:-1]), name
+            assert (got["format"], bytes.fromhex(got["bytes"])) == bitstream.image_file(data[header.length:-1]), name
             assert [got["height"], got["width"]] == list(np.shape(want["rgb"])[:2]), name
     assert bitstream.model_id_prefix(model_id) == vectors["model_id_prefix"]
     assert {f.get("entropy_bin") for f in vectors["files"] if f["kind"] == "latent"} == {
@@ -172,7 +172,7 @@ def test_js_agrees_with_python_on_mutated_files(vectors, tmp_path):
             else:
                 data.insert(rng.integers(2, len(data)), int(rng.integers(0, 256)))
         if i % 4 and len(data) >= 3:  # re-seal the CRC most of the time
-            header_kind = "latent" if not data[0] & 0x20 else "webp"
+            header_kind = "latent" if not data[0] & 0x20 else "image"
             seed = bitstream.crc8(model_id) if header_kind == "latent" else 0
             data[-1] = bitstream.crc8(bytes(data[:-1]), seed)
         path = tmp_path / f"m{i}.bin"
@@ -357,6 +357,9 @@ def test_page_decodes_like_python(site_url, tiny_bundle, tmp_path):
     for i, (image, level) in enumerate(zip(images, levels)):
         files[f"latent{i}.bin"] = codec.compress([image], level=level, steps=0)[0].data
     files["webp.bin"] = webp_latent_file(synthetic_images(1, 16, 5)[0], codec.bundle.model_id_bytes)
+    avif = io.BytesIO()
+    Image.fromarray(synthetic_images(1, 16, 6)[0]).save(avif, format="AVIF", quality=80, speed=8)
+    files["avif.bin"] = bitstream.pack_avif(avif.getvalue(), codec.bundle.model_id_bytes)
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
 

@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import {
-  CodecError, EntropyModel, FrequencyTable, RangeDecoder, crc8, hexToBytes, readHeader, unpackLatent, unpackWebp,
+  CodecError, EntropyModel, FrequencyTable, RangeDecoder, crc8, hexToBytes, readHeader, unpackImage, unpackLatent,
 } from '../demo/web/decoder.js';
 
 const dir = process.argv[2];
@@ -103,9 +103,9 @@ function parseEntropy(path, name) {
 function decodeFile(data, model, grid = null) {
   return attempt(() => {
     const header = readHeader(data);
-    if (header.kind === 'webp') {
-      const { webp, width, height } = unpackWebp(data);
-      return { kind: 'webp', size: header.size, webp: toHex(webp), width, height };
+    if (header.kind === 'image') {
+      const { format, file, width, height } = unpackImage(data);
+      return { kind: 'image', size: header.size, format, bytes: toHex(file), width, height };
     }
     const { level, symbols } = unpackLatent(data, modelId, model, grid);
     return {

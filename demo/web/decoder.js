@@ -3,7 +3,7 @@
 // A second implementation of the decoder, written from docs/bitstream.md: the entropy decoder
 // below mirrors runtime/entropy.py (FrequencyTable, RangeDecoder, contexts, EntropyModel with
 // entropy.bin versions 1 and 2) and the file reader mirrors runtime/bitstream.py (read_header,
-// unpack_latent, unpack_webp), name for name, with the same checks in the same order and the
+// unpack_latent, unpack_image), name for name, with the same checks in the same order and the
 // same error messages. Everything between the bytes of a file and the decoded symbols is integer
 // arithmetic on Numbers (every value < 2^33, so exact); the symbols are then dequantized in
 // float32 (Math.fround), run through the bundle's generator.onnx with onnxruntime-web (WASM, CPU)
@@ -476,7 +476,7 @@ export const VERSION = 3;
 export const VERSION_BITS = 0b01; // the top 2 bits of byte 0
 export const V2_BITS = 0b10; // version 2: read (its size field is 2 + 2 bytes)
 export const V1_MAGIC = 0xc7; // byte 0 of every format-1 file
-export const KINDS = ['latent', 'webp'];
+export const KINDS = ['latent', 'image'];
 export const HEADER_BYTES = 2;
 export const SIZE_BYTES = 3; // 12 + 12 bits
 export const SIZE_BYTES_V2 = 4;
@@ -485,8 +485,9 @@ export const MIN_FILE_BYTES = HEADER_BYTES + CRC_BYTES;
 export const MAX_FILE_BYTES = 2 ** 20;
 export const MAX_SIDE = 4096;
 export const MAX_RESTORE_PIXELS = 16777216;
-export const MAX_WEBP_SIDE = 1024;
+export const MAX_IMAGE_SIDE = 4096;
 export const WEBP_CHUNKS = ['VP8 ', 'VP8L', 'VP8X'];
+export const AVIF_BRANDS = ['avif', 'avis'];
 
 const CRC8_TABLE = (() => {
   const table = [];
@@ -580,7 +581,7 @@ function payloadOf(data, header, modelId) {
  */
 export function unpackLatent(data, modelId, model, grid = null) {
   const header = readHeader(data);
-  if (header.kind !== 'latent') throw new CodecError('this file holds a WebP image, not a latent');
+  if (header.kind !== 'latent') throw new CodecError('this file holds an image payload, not a latent');
   const mine = modelIdPrefix(modelId);
   if (header.modelIdPrefix !== mine) {
     throw new CodecError(`file was written by model ${header.modelIdHex}…, not by this model (${hex3(mine)}…)`);
@@ -622,25 +623,35 @@ export function webpInfo(payload) {
   return null;
 }
 
+const isAvif = (d) => d.length >= 12 && chunkName(d.subarray(4)) === 'ftyp'
+  && AVIF_BRANDS.includes(chunkName(d.subarray(8)));
+
+/** An image payload -> {format: 'WEBP' | 'AVIF', file}: bitstream.image_file. */
+export function imageFile(payload) {
+  if (payload.length >= 8 && WEBP_CHUNKS.includes(chunkName(payload))) return { format: 'WEBP', file: webpFile(payload) };
+  if (isAvif(payload)) return { format: 'AVIF', file: payload.slice() };
+  throw new CodecError('image payload is neither WebP (VP8/VP8L/VP8X chunk) nor AVIF (ftyp box) (corrupted file)');
+}
+
 /**
- * Check a WebP-kind file: {header, webp (the rebuilt WebP file), width, height}. The pixels are
- * decoded by the browser (decodeWebp); no bundle is needed.
+ * Check an image-kind file: {header, format, file (the WebP or AVIF file), width, height}. The
+ * pixels are decoded by the browser (decodeImage); no bundle is needed. A WebP's size is read
+ * from its first chunk here; an AVIF's (null here) is checked once decoded.
  */
-export function unpackWebp(data) {
+export function unpackImage(data) {
   const header = readHeader(data);
-  if (header.kind !== 'webp') throw new CodecError('this file holds a latent, not a WebP image');
+  if (header.kind !== 'image') throw new CodecError('this file holds a latent, not an image payload');
   const payload = payloadOf(data, header, null);
-  if (payload.length < 8 || !WEBP_CHUNKS.includes(chunkName(payload))) {
-    throw new CodecError('WebP payload does not start with a VP8/VP8L/VP8X chunk (corrupted file)');
-  }
+  const { format, file } = imageFile(payload);
+  if (format === 'AVIF') return { header, format, file, width: null, height: null };
   const info = webpInfo(payload);
   if (info === null) throw new CodecError('WebP payload could not be decoded (corrupted file): bad chunk header');
   const { width: w, height: h } = info;
-  if (!(w >= 1 && w <= MAX_WEBP_SIDE && h >= 1 && h <= MAX_WEBP_SIDE)) {
-    throw new CodecError(`WebP payload is ${w}x${h}, beyond the ${MAX_WEBP_SIDE}-pixel cap`);
+  if (!(w >= 1 && w <= MAX_IMAGE_SIDE && h >= 1 && h <= MAX_IMAGE_SIDE)) {
+    throw new CodecError(`WebP payload is ${w}x${h}, beyond the ${MAX_IMAGE_SIDE}-pixel cap`);
   }
   if (info.animated) throw new CodecError('WebP payload is animated; a latent.bin holds one image');
-  return { header, webp: webpFile(payload), width: w, height: h };
+  return { header, format, file, width: w, height: h };
 }
 
 // --- runtime/images.py -------------------------------------------------------------------------
@@ -778,17 +789,22 @@ async function generate(bundle, latent, grid = null, size = null) {
   return { rgba: out, width, height };
 }
 
-/** Decode a WebP file with the browser's own decoder: RGBA pixels. */
-async function decodeWebp(webp, width, height) {
+/** Decode a WebP or AVIF file with the browser's own decoder: RGBA pixels. */
+async function decodeImage({ format, file, width: w, height: h }) {
+  const name = format === 'WEBP' ? 'WebP' : format;
   let bitmap;
   try {
-    bitmap = await createImageBitmap(new Blob([webp], { type: 'image/webp' }),
+    bitmap = await createImageBitmap(new Blob([file], { type: `image/${format.toLowerCase()}` }),
                                      { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
   } catch (exc) {
-    throw new CodecError(`WebP payload could not be decoded (corrupted file): ${exc.name}`);
+    throw new CodecError(`${name} payload could not be decoded (corrupted file): ${exc.name}`);
   }
-  if (bitmap.width !== width || bitmap.height !== height) {
-    throw new CodecError('WebP payload decoded to an unexpected shape (corrupted file)');
+  const { width, height } = bitmap;
+  if (w === null && !(width >= 1 && width <= MAX_IMAGE_SIDE && height >= 1 && height <= MAX_IMAGE_SIDE)) {
+    throw new CodecError(`${name} payload is ${width}x${height}, beyond the ${MAX_IMAGE_SIDE}-pixel cap`);
+  }
+  if (w !== null && (width !== w || height !== h)) {
+    throw new CodecError(`${name} payload decoded to an unexpected shape (corrupted file)`);
   }
   const canvas = new OffscreenCanvas(width, height);
   const ctx = canvas.getContext('2d');
@@ -839,11 +855,12 @@ export class WebDecoder {
   /** latent.bin bytes -> {rgba, width, height, kind, level, model, header, ms: {...}}. */
   async decode(data) {
     const header = readHeader(data);
-    if (header.kind === 'webp') {
+    if (header.kind === 'image') {
       const t0 = performance.now();
-      const { webp, width, height } = unpackWebp(data);
-      const image = await decodeWebp(webp, width, height);
-      return { ...image, header, kind: 'webp', level: null, model: this.forced, ms: { total: performance.now() - t0 } };
+      const unpacked = unpackImage(data);
+      const image = await decodeImage(unpacked);
+      return { ...image, header, kind: 'image', format: unpacked.format, level: null, model: this.forced,
+               ms: { total: performance.now() - t0 } };
     }
     const errors = [];
     for (const entry of this.candidates(header)) { // 12-bit ids may collide: the CRC decides
@@ -876,7 +893,7 @@ function describe(result, numBytes) {
   if (result.kind === 'latent') {
     parts.push(`model ${result.model} (${result.bundle.manifest.model_id.slice(0, 12)}…)`, `level ${result.level}`);
   } else {
-    parts.push(`WebP payload (model id ${result.header.modelIdHex}… chose it)`);
+    parts.push(`${result.format === 'WEBP' ? 'WebP' : result.format} payload (model id ${result.header.modelIdHex}… chose it)`);
   }
   parts.push(`${result.width}×${result.height}`);
   if (result.bundle) {

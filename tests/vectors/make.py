@@ -150,7 +150,7 @@ def _grid_cases(model: EntropyModel) -> list[tuple[str, int, np.ndarray, tuple, 
 
 # Header known answers (docs/bitstream.md section 1): (kind, size) -> the header bytes
 HEADER_CASES = (("latent", None), ("latent", (1, 1)), ("latent", (48, 80)), ("latent", (81, 47)),
-                ("latent", (4096, 4096)), ("latent", (1, 4096)), ("latent", (127, 3)), ("webp", (2048, 17)))
+                ("latent", (4096, 4096)), ("latent", (1, 4096)), ("latent", (127, 3)), ("image", (2048, 17)))
 
 
 def _header_cases() -> list[dict]:
@@ -275,7 +275,7 @@ def build() -> tuple[dict[str, bytes], dict]:
     buf = io.BytesIO()
     Image.fromarray(_webp_image()).save(buf, "WEBP", lossless=True, quality=100, method=6)
     files["webp_4x5.bin"] = bitstream.pack_webp(buf.getvalue(), MODEL_ID)
-    described.append({"file": "webp_4x5.bin", "kind": "webp", "entropy_bin": "entropy.bin", "size": None, "rgb": _webp_image().tolist()})
+    described.append({"file": "webp_4x5.bin", "kind": "image", "entropy_bin": "entropy.bin", "size": None, "rgb": _webp_image().tolist()})
 
     good = files["latent_level1.bin"]
     _, level1, symbols1, _ = _latent_cases(model)[1]
