@@ -115,7 +115,7 @@ train-flowers128: install
 	  $(if $(wildcard runs/gdn-flowers128/config.json),--resume,--init-from models/flowers $(FLOWERS128_ARGS))
 bench-rd-flowers128: install
 	$(PY) -m benchmarks.rd --model models/flowers128 --data $(DATA)/flowers128 --split val --limit 200 \
-	  --budgets 300,500,800,1200,2000,3000 --no-progress
+	  --budgets 300,500,800,1200,2000,3000 --levels none --no-progress
 # The reference design (plain GAN, latent inversion), kept for comparison; it trains but does not export.
 train-airplane-gan: install
 	$(PY) -m training.train --mode gan --data $(DATA)/cifar10_airplane.npz --out runs/airplane-gan --steps $(STEPS) $(if $(wildcard runs/airplane-gan/config.json),--resume)

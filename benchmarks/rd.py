@@ -64,7 +64,7 @@ METRICS = ("psnr", "ssim", "ms_ssim", "l1", "mse")
 PSNR_CAP = 100.0
 PLOT_PSNR_TOP = 50.0
 PER_IMAGE_LIMIT = 512  # per-image values go into the JSON for at most this many images
-SWEEP_STRIDE = {"AVIF": 2}  # AVIF encodes ~10 ms per 32x32 image: every other quality of its range
+SWEEP_STRIDE = {"AVIF": 3, "JPEG XL": 2}  # the slow encoders (AVIF speed 0: ~0.3 s per 128x128 image): a sparser sweep
 OURS = "gancodec"
 WEBP_NAME = "WebP"
 
@@ -310,21 +310,87 @@ class CachedEncodings:
         return type(self.classic)._boundary(self, self.pixels, fits, highest=True)
 
 
+def classic_at_budget(caches: list, images: np.ndarray, budget: int, ours: dict) -> dict:
+    """One classic codec at one per-image budget: per image its highest quality whose whole file
+    fits ``budget`` (through the per-image :class:`CachedEncodings`); the point over the images it
+    fits, ours on the same images and the differences. ``per_image``: full-length arrays (NaN where
+    it does not fit) of bytes, PSNR and MS-SSIM, for the best-of comparisons; ``found``: (quality,
+    file) or None per image."""
+    found = [c.best_fitting(lambda d, b=budget: len(d) <= b) for c in caches]
+    fit = np.array([f is not None for f in found])
+    n = len(images)
+    entry = {"fits": int(np.count_nonzero(fit)), "point": None, "ours_on_subset": None,
+             "delta_psnr": None, "delta_ms_ssim": None}
+    full = {k: np.full(n, np.nan) for k in ("bytes", "psnr", "ms_ssim")}
+    if fit.any():
+        idx = np.flatnonzero(fit)
+        name = caches[0].classic.name
+        theirs = measure(images[idx], np.stack([caches[i].classic.decode(found[i][1]) for i in idx]),
+                         [len(found[i][1]) for i in idx])
+        entry["point"] = summarise(name, f"≤{budget} B", int(budget), theirs, False)
+        same = _point(subset({k: v for k, v in ours.items() if k != "results"}, fit), f"≤{budget} B",
+                      int(budget), False)
+        entry["ours_on_subset"] = same
+        entry["delta_psnr"] = same["psnr"] - entry["point"]["psnr"]
+        entry["delta_ms_ssim"] = same["ms_ssim"] - entry["point"]["ms_ssim"]
+        full["bytes"][idx] = theirs["bytes"]
+        full["psnr"][idx] = np.minimum(theirs["psnr"], PSNR_CAP)
+        full["ms_ssim"][idx] = theirs["ms_ssim"]
+    entry["per_image"], entry["found"] = full, found
+    return entry
+
+
+BEST_OF = ("AVIF", "JPEG XL")  # the strongest classic codecs at 128x128: compared as one "best of"
+
+
+def best_of_at_budget(entries: dict, ours: dict, budget: int) -> dict | None:
+    """Per image, the best of the :data:`BEST_OF` codecs present in ``entries`` at this budget:
+    the highest PSNR among their files that fit (and, separately, the highest MS-SSIM), over the
+    images where at least one fits; ours on the same images and the differences."""
+    names = [n for n in BEST_OF if n in entries]
+    if not names:
+        return None
+    psnr = np.stack([entries[n]["per_image"]["psnr"] for n in names])
+    ms = np.stack([entries[n]["per_image"]["ms_ssim"] for n in names])
+    size = np.stack([entries[n]["per_image"]["bytes"] for n in names])
+    fit = np.isfinite(psnr).any(axis=0)
+    out = {"codecs": names, "fits": int(np.count_nonzero(fit)), "psnr": None, "ms_ssim": None, "bytes": None,
+           "wins": None, "ours_psnr": None, "ours_ms_ssim": None, "delta_psnr": None, "delta_ms_ssim": None}
+    if fit.any():
+        p, m, b = psnr[:, fit], ms[:, fit], size[:, fit]
+        pick = np.nanargmax(p, axis=0)
+        cols = np.arange(p.shape[1])
+        out["psnr"] = float(np.mean(p[pick, cols]))
+        out["ms_ssim"] = float(np.mean(np.nanmax(m, axis=0)))
+        out["bytes"] = float(np.mean(b[pick, cols]))
+        out["wins"] = {n: int(np.count_nonzero(pick == i)) for i, n in enumerate(names)}
+        out["ours_psnr"] = float(np.mean(np.minimum(ours["psnr"][fit], PSNR_CAP)))
+        out["ours_ms_ssim"] = float(np.mean(ours["ms_ssim"][fit]))
+        out["delta_psnr"] = out["ours_psnr"] - out["psnr"]
+        out["delta_ms_ssim"] = out["ours_ms_ssim"] - out["ms_ssim"]
+    return out
+
+
 def run_budgets(codec, images: np.ndarray, budgets, webp_cache: list, steps: int = DEFAULT_STEPS,
-                batch: int = 64, progress: bool = True, keep_per_image: bool = True) -> list[dict]:
+                batch: int = 64, progress: bool = True, keep_per_image: bool = True,
+                caches: dict | None = None) -> list[dict]:
     """The per-image budget comparison: per budget B, our ``target_bytes=B`` files (model alone),
-    WebP per image at its highest quality whose whole file fits B, and how many images the encoder's
-    WebP fallback would have switched to WebP. ``webp_cache``: one :class:`CachedEncodings` per image."""
+    WebP per image at its highest quality whose whole file fits B, how many images the encoder's
+    fallback would have switched to WebP, and (``caches``: codec name -> one :class:`CachedEncodings`
+    per image) every other classic codec the same way plus the best of AVIF and JPEG XL per image.
+    ``webp_cache``: one :class:`CachedEncodings` of WebP per image."""
     from runtime.classic import WEBP
 
+    caches = {WEBP_NAME: webp_cache, **{k: v for k, v in (caches or {}).items() if k != WEBP_NAME}}
     model_id = codec.bundle.model_id_bytes
     bar = progress_bar(len(images) * len(budgets), f"{OURS} budgets", progress)
     rows = []
     try:
         for budget in budgets:
             ours = encode_set(codec, images, steps, batch, bar, target_bytes=int(budget), fallback=False)
-            found = [c.best_fitting(lambda d, b=budget: len(d) <= b) for c in webp_cache]
-            fit = np.array([f is not None for f in found])
+            entries = {name: classic_at_budget(c, images, int(budget), ours) for name, c in caches.items()}
+            web = entries[WEBP_NAME]
+            found = web["found"]
             # what the encoder's fallback would do: WebP wrapped in a latent.bin (RIFF header implied)
             # under the same budget, taken when its PSNR beats ours (runtime.codec's rule)
             switch = 0
@@ -336,23 +402,20 @@ def run_budgets(codec, images: np.ndarray, budgets, webp_cache: list, steps: int
             row = {"budget": int(budget), "n": int(len(images)),
                    "ours": _point(ours, f"≤{budget} B", int(budget), keep_per_image),
                    "ours_over_budget": int(np.count_nonzero(ours["bytes"] > budget)),
-                   "fallback_would_switch": switch, "webp_fits": int(np.count_nonzero(fit)),
-                   "webp": None, "ours_on_webp_subset": None, "delta_psnr": None, "delta_ms_ssim": None}
-            if fit.any():
-                idx = np.flatnonzero(fit)
-                webp = measure(images[idx], np.stack([WEBP.decode(found[i][1]) for i in idx]),
-                               [len(found[i][1]) for i in idx])
-                row["webp"] = summarise(WEBP_NAME, f"≤{budget} B", int(budget), webp, False)
-                row["webp"]["qualities"] = [int(found[i][0]) for i in idx] if keep_per_image else None
-                if keep_per_image:
-                    row["webp"]["images"] = [int(i) for i in idx]
-                    row["webp"]["per_image"] = {"bytes": [int(b) for b in webp["bytes"]],
-                                                "psnr": [round(float(v), 5) for v in np.minimum(webp["psnr"], PSNR_CAP)]}
-                same = _point(subset({k: v for k, v in ours.items() if k != "results"}, fit), f"≤{budget} B",
-                              int(budget), False)
-                row["ours_on_webp_subset"] = same
-                row["delta_psnr"] = same["psnr"] - row["webp"]["psnr"]
-                row["delta_ms_ssim"] = same["ms_ssim"] - row["webp"]["ms_ssim"]
+                   "fallback_would_switch": switch, "webp_fits": web["fits"],
+                   "webp": web["point"], "ours_on_webp_subset": web["ours_on_subset"],
+                   "delta_psnr": web["delta_psnr"], "delta_ms_ssim": web["delta_ms_ssim"],
+                   "classic": {name: {k: v for k, v in e.items() if k not in ("per_image", "found")}
+                               for name, e in entries.items()},
+                   "best_avif_jxl": best_of_at_budget(entries, ours, int(budget))}
+            if row["webp"] is not None and keep_per_image:
+                idx = [i for i, f in enumerate(found) if f is not None]
+                row["webp"]["qualities"] = [int(found[i][0]) for i in idx]
+                row["webp"]["images"] = idx
+                row["webp"]["per_image"] = {"bytes": [len(found[i][1]) for i in idx],
+                                            "psnr": [round(float(web["per_image"]["psnr"][i]), 5) for i in idx]}
+            elif row["webp"] is not None:
+                row["webp"]["qualities"] = None
             rows.append(row)
     finally:
         bar.close()
@@ -472,12 +535,22 @@ def bd_entry(anchor: list[dict], test: list[dict]) -> dict:
     return entry
 
 
+def classic_budget_curve(rows: list[dict], name: str) -> list[dict]:
+    """A classic codec's per-budget points at the budgets where it fits every image."""
+    return [r["classic"][name]["point"] for r in rows
+            if name in r.get("classic", {}) and r["classic"][name]["fits"] == r["n"]]
+
+
 def compare(budget_rows: list[dict], classic: dict[str, list[dict]]) -> dict:
-    """BD figures of our budget curve: vs WebP's budget curve (budgets where it fits every image)
-    and vs each classic codec's quality sweep."""
+    """BD figures of our budget curve: vs WebP's budget curve (budgets where it fits every image),
+    every other classic codec's budget curve (the same way), and each codec's quality sweep."""
     ours = budget_curve(budget_rows, "ours")
     webp = budget_curve(budget_rows, "webp", complete_only=True)
     bd = {"WebP budgets": {**bd_entry(webp, ours), "budgets": [p["param"] for p in webp]}}
+    names = [n for n in (budget_rows[0].get("classic", {}) if budget_rows else {}) if n != WEBP_NAME]
+    for name in names:
+        pts = classic_budget_curve(budget_rows, name)
+        bd[f"{name} budgets"] = {**bd_entry(pts, ours), "budgets": [p["param"] for p in pts]}
     for name, pts in classic.items():
         bd[f"{name} sweep"] = bd_entry(pts, ours)
     return bd
@@ -526,21 +599,22 @@ def benchmark(model, data, split: str = "val", limit: int | None = None, steps: 
     images = load_split(data, bundle.image_size, split, limit)
     keep = len(images) <= per_image_limit
     timing = {}
-    webp_cache = [CachedEncodings(WEBP, im) for im in images]
+    caches = {c.name: [CachedEncodings(c, im) for im in images] for c in chosen}
+    webp_cache = caches.get(WEBP_NAME) or [CachedEncodings(WEBP, im) for im in images]
     classic = {}
     for c in chosen:
         t0 = time.perf_counter()
-        classic[c.name] = run_classic(c, images, progress, False, cache=webp_cache if c is WEBP else None)
+        classic[c.name] = run_classic(c, images, progress, False, cache=caches[c.name])
         timing[f"{c.name} sweep"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    rows = run_budgets(codec, images, budgets, webp_cache, steps, batch, progress, keep)
-    timing[f"{OURS} budgets + WebP fits"] = time.perf_counter() - t0
+    rows = run_budgets(codec, images, budgets, webp_cache, steps, batch, progress, keep, caches)
+    timing[f"{OURS} budgets + classic fits"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     per_level = run_levels(codec, images, levels, steps, batch, progress, keep) if levels else []
     timing[f"{OURS} levels"] = time.perf_counter() - t0
     return {
         "kind": "rd",
-        "version": 2,
+        "version": 2,  # 2 with "classic"/"best_avif_jxl" per budget row since format 3
         "created": now(),
         "model": {"name": bundle.name, "directory": str(bundle.directory), "model_id": bundle.model_id,
                   "latent_shape": list(bundle.latent_shape), "levels": bundle.levels,
@@ -579,6 +653,34 @@ def budget_rows_markdown(result: dict) -> str:
                      "fallback would switch"], rows)
 
 
+def classic_budget_markdown(result: dict) -> str:
+    """Table: per budget and classic codec, how many images it fits, its means on those, ours on the
+    same images and the differences; then the per-image best of AVIF and JPEG XL. Empty string
+    for results without these rows."""
+    rows = []
+    for r in result["budgets"]:
+        for name, e in r.get("classic", {}).items():
+            p, s = e["point"], e["ours_on_subset"]
+            rows.append([f"{r['budget']} B", name, f"{e['fits']}/{r['n']}",
+                         "—" if p is None else f"{p['bytes']:.1f}", "—" if p is None else f"{p['psnr']:.2f}",
+                         "—" if p is None else f"{p['ms_ssim']:.4f}", "—" if s is None else f"{s['psnr']:.2f}",
+                         "—" if s is None else f"{s['ms_ssim']:.4f}",
+                         "—" if e["delta_psnr"] is None else f"{e['delta_psnr']:+.2f}",
+                         "—" if e["delta_ms_ssim"] is None else f"{e['delta_ms_ssim']:+.4f}"])
+        b = r.get("best_avif_jxl")
+        if b:
+            wins = ", ".join(f"{k} {v}" for k, v in (b["wins"] or {}).items())
+            rows.append([f"{r['budget']} B", f"**best of {' / '.join(b['codecs'])}**" + (f" ({wins})" if wins else ""),
+                         f"{b['fits']}/{r['n']}", fmt(b["bytes"], 1), fmt(b["psnr"]), fmt(b["ms_ssim"], 4),
+                         fmt(b["ours_psnr"]), fmt(b["ours_ms_ssim"], 4),
+                         "—" if b["delta_psnr"] is None else f"**{b['delta_psnr']:+.2f}**",
+                         "—" if b["delta_ms_ssim"] is None else f"{b['delta_ms_ssim']:+.4f}"])
+    if not rows:
+        return ""
+    return md_table(["budget", "codec", "fits", "its bytes", "its PSNR", "its MS-SSIM", "ours, same images: PSNR",
+                     "MS-SSIM", "Δ PSNR dB", "Δ MS-SSIM"], rows)
+
+
 def bd_markdown(result: dict) -> str:
     """Table: BD-rate and BD-quality of our budget curve against WebP's budget curve and each sweep."""
     rows = []
@@ -596,7 +698,7 @@ def bd_markdown(result: dict) -> str:
 
 def markdown(result: dict) -> str:
     m, d, s = result["model"], result["data"], result["settings"]
-    lines = [f"# Rate–distortion: {OURS} `{m['name']}` vs WebP, JPEG, AVIF", "",
+    lines = [f"# Rate–distortion: {OURS} `{m['name']}` vs {', '.join(s['classic']) or 'WebP'}", "",
              f"Model `{m['name']}` (id {m['model_id'][:12]}…, latent {'×'.join(map(str, m['latent_shape']))}, "
              f"{m['levels']} rate levels, {m['image_size']}×{m['image_size']}), data `{d['path']}` split "
              f"`{d['split']}`, {d['n_images']} images, {s['steps']} refinement steps. Ours is the model alone "
@@ -610,6 +712,13 @@ def markdown(result: dict) -> str:
              "\"Fallback would switch\": images for which the encoder's default WebP fallback would have written "
              "a WebP payload instead (a better PSNR in the budget).", "",
              budget_rows_markdown(result), ""]
+    per_codec = classic_budget_markdown(result)
+    if per_codec:
+        lines += ["### Every classic codec at the same budgets", "",
+                  "Each codec per image at its highest quality whose whole file fits B, means over the images it "
+                  "fits. \"Best of\": per image the better of AVIF and JPEG XL (highest PSNR of the files that fit; "
+                  "the MS-SSIM column takes the highest MS-SSIM), with how often each was the better one.", "",
+                  per_codec, ""]
     over = [f"{r['budget']} B: {r['ours_over_budget']}" for r in result["budgets"] if r["ours_over_budget"]]
     if over:
         lines += ["Budgets our coarsest level cannot meet for some images (files over the budget): "
@@ -643,7 +752,8 @@ def plot(result: dict, path: Path) -> Path:
     import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    styles = {"JPEG": ("tab:blue", "s"), "WebP": ("tab:green", "^"), "AVIF": ("tab:purple", "D")}
+    styles = {"JPEG": ("tab:blue", "s"), "WebP": ("tab:green", "^"), "AVIF": ("tab:purple", "D"),
+              "JPEG XL": ("tab:brown", "v")}
     curves = result["curves"]
     rows = result["budgets"]
     for ax, key, label in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "ms_ssim", "MS-SSIM")):
@@ -675,13 +785,21 @@ def plot(result: dict, path: Path) -> Path:
             for r in part:
                 ax.annotate(f"{r['webp_fits']}/{r['n']}", (r["webp"]["bytes"], r["webp"][key]),
                             textcoords="offset points", xytext=(4, 4), fontsize=6, color="darkgreen")
+        for name in (rows[0].get("classic", {}) if rows else {}):
+            if name == WEBP_NAME:
+                continue
+            pts = [r["classic"][name]["point"] for r in rows if r["classic"][name]["point"] is not None]
+            color, marker = styles.get(name, ("gray", "."))
+            ax.plot([p["bytes"] for p in pts], [p[key] for p in pts], marker + "--", color=color, lw=1.8, ms=6,
+                    zorder=4, label=f"{name}, ≤ B per image")
         for b in result["settings"]["budgets"]:
             ax.axvline(b, color="gray", ls=":", lw=0.6)
         top = max((p[key] for pts in curves.values() for p in pts), default=0)
         if key == "psnr" and top > PLOT_PSNR_TOP:
             ax.set_ylim(top=PLOT_PSNR_TOP)
         ax.set_xscale("log")
-        ax.set_xlim(20, max(600, max(result["settings"]["budgets"]) * 1.5))
+        budgets = result["settings"]["budgets"]
+        ax.set_xlim(min(20, min(budgets) * 0.5), max(600, max(budgets) * 1.5))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xticks(result["settings"]["budgets"], [str(b) for b in result["settings"]["budgets"]], fontsize=7)
         ax.set_xlabel("bytes per image (whole file)")
@@ -755,6 +873,10 @@ def run(argv=None) -> int:
         o, w = r["ours"], r["webp"]
         theirs = (f"WebP fits {r['webp_fits']}/{r['n']}: {w['bytes']:.1f} B {w['psnr']:.2f} dB, "
                   f"Δ {r['delta_psnr']:+.2f} dB on those" if w else f"WebP fits 0/{r['n']}")
+        b = r.get("best_avif_jxl")
+        if b and b["psnr"] is not None:
+            theirs += (f"; best of {'/'.join(b['codecs'])} fits {b['fits']}/{r['n']}: {b['psnr']:.2f} dB, "
+                       f"Δ {b['delta_psnr']:+.2f} dB, Δ MS-SSIM {b['delta_ms_ssim']:+.4f}")
         print(f"{r['budget']:>4} B: ours {o['bytes']:.1f} B {o['psnr']:.2f} dB MS-SSIM {o['ms_ssim']:.4f}; {theirs}")
     for name, e in result["bd"].items():
         print(f"vs {name}: BD-rate (PSNR) {fmt(e['bd_rate_psnr_percent'], 1)} %, "

@@ -72,7 +72,9 @@ def section(results_dir: Path, readme: Path) -> str:
         name, d, s = r["model"]["name"], r["data"], r["settings"]
         png, md = path.with_suffix(".png"), path.with_suffix(".md")
         out += [f"#### `{name}`: {d['n_images']} {d['split']} images of `{Path(d['path']).name}`, "
-                f"{s['steps']} steps", "", rd.budget_rows_markdown(r), "", rd.bd_markdown(r), "",
+                f"{s['steps']} steps", "", rd.budget_rows_markdown(r), "",
+                *([rd.classic_budget_markdown(r), ""] if rd.classic_budget_markdown(r) else []),
+                rd.bd_markdown(r), "",
                 f"![RD curves of {name}]({_link(png, readme)})", "",
                 f"All points: [{md.name}]({_link(md, readme)}).", ""]
 

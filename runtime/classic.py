@@ -9,7 +9,7 @@ whole file Pillow writes, headers included.
 - AVIF: Pillow's AVIF support (libavif/aom; in Pillow's wheels since 11.3), quality 0..100 in steps
   of 4; ``speed=0`` (slowest, best: ~0.2-0.35 s per 128x128 image here) for comparisons,
   ``speed=6`` (~10 ms) for the encoder's fallback.
-- JPEG XL: the pillow-jxl-plugin (bench extra; libjxl), ``effort=9``, quality 0..100 in steps of 2
+- JPEG XL: the pillow-jxl-plugin (bench extra; libjxl), ``effort=9``, quality 0..98 in steps of 2
   (~45 ms per 128x128 image). Never a fallback payload: the base install cannot decode it.
 """
 
@@ -87,7 +87,7 @@ JPEG = ClassicCodec("JPEG", "JPEG", tuple(range(1, 96, 2)), (("optimize", True),
 WEBP = ClassicCodec("WebP", "WEBP", tuple(range(0, 101)), (("method", 6),))
 AVIF = ClassicCodec("AVIF", "AVIF", tuple(range(0, 101, 4)), (("speed", 6),))  # the fallback's
 AVIF_BEST = ClassicCodec("AVIF", "AVIF", AVIF.qualities, (("speed", 0),))  # comparisons
-JXL = ClassicCodec("JPEG XL", "JXL", tuple(range(0, 101, 2)), (("effort", 9),))
+JXL = ClassicCodec("JPEG XL", "JXL", tuple(range(0, 99, 2)), (("effort", 9),))  # 100 = lossless: refused
 CLASSIC_CODECS = {c.name: c for c in (JPEG, WEBP, AVIF_BEST, JXL)}
 #: the image payloads the encoder may write: what the base install's Pillow decodes (not JPEG XL)
 FALLBACK_CODECS = {c.name: c for c in (WEBP, AVIF)}

@@ -58,6 +58,25 @@ def test_cached_encodings_search_like_the_codec():
     assert cache.best_fitting(lambda d: len(d) <= 5) is None
 
 
+def test_best_of_avif_and_jxl_takes_the_better_file_per_image():
+    """Per image the higher PSNR of AVIF and JPEG XL among the files that fit (NaN: does not fit),
+    means over the images where one fits, ours on the same images."""
+    nan = np.nan
+    entries = {"AVIF": {"per_image": {"psnr": np.array([30.0, nan, 25.0, nan]), "ms_ssim": np.array([0.9, nan, 0.8, nan]),
+                                      "bytes": np.array([100.0, nan, 90.0, nan])}},
+               "JPEG XL": {"per_image": {"psnr": np.array([28.0, 31.0, 26.0, nan]),
+                                         "ms_ssim": np.array([0.95, 0.93, 0.7, nan]),
+                                         "bytes": np.array([95.0, 99.0, 80.0, nan])}}}
+    ours = {"psnr": np.array([29.0, 33.0, 27.0, 20.0]), "ms_ssim": np.array([0.9, 0.9, 0.9, 0.5])}
+    b = rd.best_of_at_budget(entries, ours, 100)
+    assert b["fits"] == 3 and b["wins"] == {"AVIF": 1, "JPEG XL": 2}
+    assert b["psnr"] == pytest.approx((30 + 31 + 26) / 3) and b["bytes"] == pytest.approx((100 + 99 + 80) / 3)
+    assert b["ms_ssim"] == pytest.approx((0.95 + 0.93 + 0.8) / 3)
+    assert b["ours_psnr"] == pytest.approx((29 + 33 + 27) / 3)
+    assert b["delta_psnr"] == pytest.approx(b["ours_psnr"] - b["psnr"])
+    assert rd.best_of_at_budget({"WebP": entries["AVIF"]}, ours, 100) is None
+
+
 def test_parse_int_list():
     assert rd.parse_int_list("40, 51, 60-62", "--budgets") == [40, 51, 60, 61, 62]
     with pytest.raises(rd.CodecError):
@@ -132,6 +151,19 @@ def test_rd_writes_json_md_png(results, tiny_bundle):
     assert [p["param"] for p in r["curves"][f"{rd.OURS} levels"]] == [0, 16]
     assert "JPEG" in r["curves"] and len(r["curves"]["WebP"]) == 101
     assert "WebP budgets" in r["bd"] and r["bd"]["WebP budgets"]["budgets"] == [200]
+    for row in r["budgets"]:  # every swept classic codec at every budget, WebP's the same as the WebP row
+        assert set(row["classic"]) == set(r["settings"]["classic"])
+        assert row["classic"]["WebP"]["fits"] == row["webp_fits"]
+        for name, e in row["classic"].items():
+            assert e["point"] is None or (e["point"]["n"] == e["fits"] and e["point"]["bytes_max"] <= row["budget"])
+            if name != "WebP":
+                assert f"{name} budgets" in r["bd"]
+        if {"AVIF", "JPEG XL"} & set(row["classic"]):
+            b = row["best_avif_jxl"]
+            assert b["fits"] >= max(row["classic"][n]["fits"] for n in b["codecs"])
+            assert b["psnr"] is None or b["psnr"] >= max(row["classic"][n]["point"]["psnr"] for n in b["codecs"]
+                                                         if row["classic"][n]["fits"] == b["fits"]), default=-1.0) - 1e-9
+    assert "Every classic codec at the same budgets" in md
     assert {"JPEG sweep", "WebP sweep"} <= set(r["bd"])
 
 
