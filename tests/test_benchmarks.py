@@ -161,7 +161,8 @@ def test_rd_writes_json_md_png(results, tiny_bundle):
         if {"AVIF", "JPEG XL"} & set(row["classic"]):
             b = row["best_avif_jxl"]
             assert b["fits"] >= max(row["classic"][n]["fits"] for n in b["codecs"])
-            same = [row["classic"][n]["point"]["psnr"] for n in b["codecs"] if row["classic"][n]["fits"] == b["fits"]]
+            same = [row["classic"][n]["point"]["psnr"] for n in b["codecs"]
+                    if row["classic"][n]["point"] is not None and row["classic"][n]["fits"] == b["fits"]]
             assert b["psnr"] is None or b["psnr"] >= max(same, default=-1.0) - 1e-9
     assert "Every classic codec at the same budgets" in md
     assert {"JPEG sweep", "WebP sweep"} <= set(r["bd"])
