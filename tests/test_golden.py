@@ -34,16 +34,22 @@ def test_golden_files_decode_identically(name):
     golden = json.loads((GOLDEN / name / "golden.json").read_text())
     bundle = load_bundle(PROJECT_MODELS / name)
     assert golden["model_id"] == bundle.model_id, "bundle changed: regenerate the golden files"
-    for entry in golden["files"]:
+    moved, not_identical = [], []
+    for entry in golden["files"]:  # every file is checked; the failures are reported together
         data = (GOLDEN / name / entry["file"]).read_bytes()
         grid = bundle.grid(*entry["size"]) if entry.get("size") else None  # an any-size file
         _, level, symbols = bitstream.unpack_latent(data, bundle.model_id_bytes, bundle.entropy, grid)
-        assert level == entry["level"]
-        np.testing.assert_array_equal(symbols, np.asarray(entry["symbols"]))
+        assert level == entry["level"], entry["file"]
+        np.testing.assert_array_equal(symbols, np.asarray(entry["symbols"]), err_msg=entry["file"])
         image, found = decode_file_bytes(data)  # the model found from the header, as the CLI does
         assert found.model_id == bundle.model_id
         expected = np.asarray(Image.open(GOLDEN / name / entry["png"]).convert("RGB"))
         diff = np.abs(image.astype(int) - expected.astype(int))
-        assert diff.max() <= 1, f"{entry['file']}: decoded pixels moved by {diff.max()} (> 1 LSB)"
-        if hashlib.sha256(png_bytes(image)).hexdigest() != entry["png_sha256"]:
-            pytest.skip(f"{entry['file']}: within 1 LSB but not bit-identical on this machine")
+        if diff.max() > 1:
+            moved.append(f"{entry['file']}: decoded pixels moved by {diff.max()} (> 1 LSB)")
+        elif hashlib.sha256(png_bytes(image)).hexdigest() != entry["png_sha256"]:
+            not_identical.append(entry["file"])
+    assert not moved, "; ".join(moved)
+    if not_identical:  # onnxruntime's kernels may round differently on another CPU: allowed, said so
+        pytest.skip(f"{len(not_identical)} of {len(golden['files'])} files within 1 LSB but not bit-identical "
+                    f"on this machine: {', '.join(not_identical)}")

@@ -57,3 +57,24 @@ def test_ms_ssim_scales_and_ordering():
 
 def test_bits_per_pixel():
     assert metrics.bits_per_pixel(128, 32, 32) == 1.0
+
+
+@pytest.mark.parametrize("noise", [4.0, 12.0, 30.0])
+def test_ms_ssim_matches_tensorflow_at_full_scale(noise):
+    """At a size where the standard 5 scales and 11x11 window fit (>= 161 px), ours is Wang et al.
+    2003 exactly: it must agree with TensorFlow's independent tf.image.ssim_multiscale to 1e-4
+    (and SSIM with tf.image.ssim), on smooth images with noise and on an odd width."""
+    tf = pytest.importorskip("tensorflow", reason="TensorFlow (train extra) is the MS-SSIM oracle")
+    rng = np.random.default_rng(int(noise))
+    for h, w in ((176, 192), (168, 170)):
+        raw = rng.uniform(0, 255, (2, h // 8 + 1, w // 8 + 1, 3))
+        x = np.stack([np.kron(r, np.ones((8, 8, 1)))[:h, :w] for r in raw])  # blocky, then smoothed
+        x = (x + np.roll(x, 3, axis=1) + np.roll(x, 5, axis=2)) / 3.0
+        y = np.clip(x + rng.normal(0, noise, x.shape), 0, 255)
+        x, y = np.round(x), np.round(y)
+        expected = tf.image.ssim_multiscale(tf.constant(x), tf.constant(y), 255.0, filter_size=11,
+                                            filter_sigma=1.5).numpy()
+        np.testing.assert_allclose(metrics.ms_ssim(x, y), expected, atol=1e-4)
+        np.testing.assert_allclose(metrics.ssim(x, y), tf.image.ssim(tf.constant(x), tf.constant(y), 255.0).numpy(),
+                                   atol=1e-4)
+        assert metrics.ms_ssim_scales(min(h, w)) == 5
