@@ -224,3 +224,26 @@ def test_encode_cli_prints_no_tensorflow_log_lines(models_env, tmp_path):
     assert res.returncode == 0, res.stderr
     assert out.is_file() and np.frombuffer(out.read_bytes(), np.uint8).size > 0
     assert not TF_NOISE.search(res.stderr), res.stderr
+
+
+@pytest.mark.parametrize("env, code", [({"CI": "true"}, 1), ({"CI": "true", "GANCODEC_ALLOW_SKIP": "no Chromium"}, 0),
+                                       ({"CI": ""}, 0)])
+def test_in_ci_a_skipped_browser_test_fails_the_run(tmp_path, env, code):
+    """tests/conftest.py's hooks: with CI=true a skip in test_web.py / test_packaging.py (or a test
+    marked browser) turns a green run red, unless GANCODEC_ALLOW_SKIP says why; other skips never."""
+    (tmp_path / "conftest.py").write_text("from tests.conftest import (pytest_runtest_logreport, "
+                                          "pytest_sessionfinish, pytest_terminal_summary)  # noqa: F401\n")
+    (tmp_path / "test_web.py").write_text("import pytest\n\ndef test_page():\n    pytest.skip('no chromium')\n")
+    (tmp_path / "test_other.py").write_text("import pytest\n\ndef test_x():\n    pytest.skip('fine')\n")
+    run_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    if "GANCODEC_ALLOW_SKIP" not in env:
+        run_env.pop("GANCODEC_ALLOW_SKIP", None)
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                         cwd=tmp_path, capture_output=True, text=True, env=run_env, timeout=300)
+    assert res.returncode == code, res.stdout + res.stderr
+    if code:
+        assert "GANCODEC_ALLOW_SKIP" in res.stdout and "test_web.py::test_page: " in res.stdout
+    (tmp_path / "test_web.py").unlink()
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                         cwd=tmp_path, capture_output=True, text=True, env=run_env, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr  # an unguarded skip is fine in CI

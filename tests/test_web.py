@@ -325,8 +325,28 @@ def ensure_runtime() -> None:
         return
     if shutil.which("npm") is None:
         pytest.skip("onnxruntime-web missing and npm not found: install Node.js/npm, then make web-runtime")
+    if not registry_reachable():
+        pytest.skip(f"onnxruntime-web missing and the npm registry ({NPM_REGISTRY}) is unreachable (offline?): "
+                    "make web-runtime once online")
     proc = subprocess.run(["make", "-s", "web-runtime"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"make web-runtime failed:\n{proc.stdout}\n{proc.stderr}"
+
+
+NPM_REGISTRY = "registry.npmjs.org"
+
+
+def registry_reachable(host: str = NPM_REGISTRY, timeout: float = 5.0) -> bool:
+    """Whether a TCP connection to the npm registry opens (npm ci needs it; a proxy npm is
+    configured for counts as reachable)."""
+    import socket
+
+    if os.environ.get("npm_config_registry") or os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"):
+        return True
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 @pytest.fixture
