@@ -15,7 +15,8 @@ import sys
 
 #: command -> (module whose main(argv) runs it, one-line summary, needs TensorFlow)
 COMMANDS = {
-    "encode": ("runtime.encode", "compress images into latent.bin files", True),
+    "encode": ("runtime.encode", "compress images into latent.bin files (without TensorFlow: the base encoder)",
+               False),
     "decode": ("runtime.decode", "decode latent.bin files to PNG (onnxruntime only)", False),
     "info": ("runtime.info", "show a latent.bin's header fields and model", False),
     "train": ("training.train", "train a model on a data set", True),

@@ -63,6 +63,14 @@ REQUANTIZE = (1, -1)
 # dead zones tried, smallest first, to fit a refined latent into a byte budget (steps of 0.02: each
 # trims a byte or less, so the file fills the budget; steps of 0.1 left 1-3 bytes unused, -0.08 dB)
 DEADZONES = tuple(round(0.02 * i, 2) for i in range(31))
+# The base encoder (no TensorFlow, so no gradients): under a byte budget the encoder's latent at
+# each of these levels finer than the chosen one, fitted by dead zone (quantize_to_fit) and scored
+# by onnxruntime decodes and the tables' exact bits (see EFFORTS)
+BASE_STARTS = (0, 1, 2, 3)
+#: encoder efforts: "full" refines with the TF mirror's gradients and polishes; "base" runs on the
+#: base install (numpy + onnxruntime: the amortized encoder, rate control, BASE_STARTS); "auto" is
+#: "full" where TensorFlow imports and "base" where it does not
+EFFORTS = ("auto", "full", "base")
 COARSER_BY = 7  # with a target, refinement also starts levels/COARSER_BY levels coarser
 # Polishing the rounding (Codec.flips): rounds after refinement, each from the best file so far, each
 # trying the k best first-order symbol moves for every k of POLISH_FLIPS. On 128 airplane training
@@ -93,6 +101,7 @@ class EncodeResult:
     clipped: int = 0  # latent values clipped into the tables' support
     quality: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    encoder: str = "full"  # the effort that ran: "full" (TF refinement) or "base" (no TensorFlow)
 
     @property
     def num_bytes(self) -> int:
@@ -400,16 +409,20 @@ class Codec:
     def compress(self, images, level: int | None = None, target_bytes: int | None = None,
                  target_psnr: float | None = None, steps: int = DEFAULT_STEPS, keep_size: bool = False,
                  original_sizes: list | None = None, fallback: bool = True, progress=None,
-                 resize: int | None = None) -> list[EncodeResult]:
+                 resize: int | None = None, effort: str = "auto") -> list[EncodeResult]:
         """Encode a batch; every image gets its own latent. Returns bytes and decoder-exact quality.
 
         Rate: ``level`` fixes the rate level (default: the bundle's); ``target_bytes`` /
         ``target_psnr`` choose it per image (and, with ``fallback``, a WebP or AVIF payload where it
         meets the target better). Size: an any-size bundle codes each image at its own size (or
         at ``resize``²); a fixed-size bundle at its own, and ``keep_size`` stores each original
-        (width, height) for the decoder to resize back to.
+        (width, height) for the decoder to resize back to. Effort (:data:`EFFORTS`): ``base`` never
+        imports TensorFlow (``steps`` is then unused); each result's ``encoder`` says which ran.
         """
         target = _check_rate_args(self, level, target_bytes, target_psnr, steps)
+        effort = resolve_effort(effort)
+        if effort == "base":
+            steps = 0
         if self.bundle.any_size and keep_size and resize is not None:
             raise CodecError(f"model {self.bundle.name} codes images at their own size; --keep-size with "
                              "--resize cannot restore it (drop --resize)")
@@ -434,6 +447,7 @@ class Codec:
             done = self._compress_batch(part, latent_sizes, image_sizes, level, target_bytes, target_psnr, steps,
                                         fallback and target is not None, progress)
             for i, r in zip(rows, done):
+                r.encoder = effort
                 results[i] = r
         return results
 
@@ -499,6 +513,11 @@ class Codec:
                     to = np.clip(lv + shift, 0, self.levels - 1)
                     symbols, clipped, files = self.quantize_to_fit(self.rescale(part, lv, to), to, max_bytes, sizes)
                     out.append(Candidates(to, symbols, files, clipped, self._decode_batch(symbols, to, pixels.shape[1:3])))
+        if steps <= 0 and max_bytes is not None:  # no refinement: finer starts, fitted by dead zone
+            for k in BASE_STARTS:
+                to = np.clip(levels + k, 0, self.levels - 1)
+                symbols, clipped, files = self.quantize_to_fit(self.scale(y, to), to, max_bytes, sizes)
+                out.append(Candidates(to, symbols, files, clipped, self._decode_batch(symbols, to, pixels.shape[1:3])))
         symbols, clipped = self.quantize(self.scale(y, levels), levels)
         out.append(Candidates(levels, symbols, self.pack_all(symbols, levels, sizes), clipped,
                               self._decode_batch(symbols, levels, pixels.shape[1:3])))
@@ -567,6 +586,32 @@ class Codec:
             out.append(f"{name} met the target better than the model at this size, so the file holds a {name} "
                        "payload (decodes without the model)")
         return out
+
+
+def tensorflow_available() -> bool:
+    """Whether TensorFlow can be imported here: already imported, or found on ``sys.path`` (by the
+    path finder itself, so neither imported nor met by runtime.quiet's one-shot import hook)."""
+    import importlib.machinery
+    import sys
+
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"] is not None
+    try:
+        return importlib.machinery.PathFinder.find_spec("tensorflow") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def resolve_effort(effort: str) -> str:
+    """``auto`` -> ``full`` where TensorFlow is installed, else ``base``; ``full`` without it is an error."""
+    if effort not in EFFORTS:
+        raise CodecError(f"effort must be one of {', '.join(EFFORTS)}, got {effort!r}")
+    if effort == "auto":
+        return "full" if tensorflow_available() else "base"
+    if effort == "full" and not tensorflow_available():
+        raise CodecError("effort 'full' refines with TensorFlow, which is not installed (pip install "
+                         "'gancodec[train]'); effort 'base' encodes without it")
+    return effort
 
 
 def _check_rate_args(codec: Codec, level, target_bytes, target_psnr, steps):

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from runtime.codec import DEFAULT_STEPS
+from runtime.codec import DEFAULT_STEPS, EFFORTS
 from runtime.errors import CodecError, run_cli
 from runtime.quiet import quiet_tensorflow
 
@@ -37,6 +37,10 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                    help=f"refinement steps (gradient descent on the latent, then polishing its rounding; "
                         f"0: the encoder's latent alone; default {DEFAULT_STEPS})")
+    p.add_argument("--effort", choices=EFFORTS, default="auto",
+                   help="full: refine with TensorFlow's gradients (the train extra); base: the base install "
+                        "alone (encoder latent, rate control, dead-zone fits; no TensorFlow); auto (default): "
+                        "full where TensorFlow is installed, else base")
     p.add_argument("--keep-size", action="store_true",
                    help="a fixed-size model (32x32): store the original size, decode resizes back to it "
                         "(a model trained on crops always codes an image at its own size)")
@@ -47,6 +51,9 @@ def parse_args(argv=None):
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
     return p.parse_args(argv)
+
+
+ENCODER_NAMES = {"full": "full encoder: TensorFlow refinement", "base": "base encoder: no TensorFlow"}
 
 
 def output_paths(args) -> list[Path]:
@@ -68,21 +75,23 @@ def output_paths(args) -> list[Path]:
 
 
 def run(args) -> int:
-    from runtime.codec import Codec
+    from runtime.codec import Codec, resolve_effort
     from runtime.metrics import bits_per_pixel
     from runtime.output import write_atomic
 
     if args.batch < 1:
         raise CodecError("--batch must be at least 1")
+    effort = resolve_effort(args.effort)
+    steps = args.steps if effort == "full" else 0  # the base encoder has no gradient steps
     outputs = output_paths(args)
     codec = Codec(args.model)
     pixels, originals = codec.prepare(args.images, args.resize)  # validates every input before any work
     bar = None
-    if len(pixels) * args.steps >= 200:
+    if len(pixels) * steps >= 200:
         try:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(pixels) * args.steps, desc="encode", unit="step·img", file=sys.stderr, leave=False)
+            bar = tqdm(total=len(pixels) * steps, desc="encode", unit="step·img", file=sys.stderr, leave=False)
         except ImportError:
             bar = None
     for start in range(0, len(pixels), args.batch):
@@ -96,13 +105,14 @@ def run(args) -> int:
                 done[0] = steps_done
 
         results = codec.compress(list(pixels[chunk]), level=args.level, target_bytes=args.target_bytes,
-                                 target_psnr=args.target_psnr, steps=args.steps, keep_size=args.keep_size,
+                                 target_psnr=args.target_psnr, steps=steps, keep_size=args.keep_size,
                                  original_sizes=originals[chunk], fallback=not args.no_fallback,
-                                 progress=progress, resize=args.resize)
+                                 progress=progress, resize=args.resize, effort=effort)
         for k, res in enumerate(results):
             i = start + k
             write_atomic(outputs[i], res.data)
             row = {"input": str(args.images[i]), "output": str(outputs[i]), "model": codec.bundle.name,
+                   "encoder": res.encoder,
                    "payload": res.kind, "level": res.level, "bytes": res.num_bytes,
                    "size": [int(res.reconstruction.shape[1]), int(res.reconstruction.shape[0])],
                    "bpp": round(bits_per_pixel(res.num_bytes, res.reconstruction.shape[1],
@@ -118,7 +128,7 @@ def run(args) -> int:
                 how = f"level {res.level}" if res.kind == "latent" else f"{res.kind.upper().replace('WEBP', 'WebP')} payload"
                 print(f"{row['input']} -> {row['output']}: {row['bytes']} bytes, {row['bpp']:.3f} bpp, "
                       f"{how}, PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, "
-                      f"MS-SSIM {row['ms_ssim']:.4f} ({row['model']})", flush=True)
+                      f"MS-SSIM {row['ms_ssim']:.4f} ({row['model']}, {ENCODER_NAMES[res.encoder]})", flush=True)
     if bar is not None:
         bar.close()
     return 0

@@ -247,3 +247,22 @@ def test_in_ci_a_skipped_browser_test_fails_the_run(tmp_path, env, code):
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
                          cwd=tmp_path, capture_output=True, text=True, env=run_env, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr  # an unguarded skip is fine in CI
+
+
+def test_encode_on_the_base_install_runs_the_base_encoder(tmp_path):
+    """TensorFlow unimportable: `gancodec encode` with a shipped bundle picks the base encoder by
+    itself, says so, meets the budget and writes a file that decodes; --effort full is a one-line
+    error, not a traceback."""
+    image = tmp_path / "blob.png"
+    Image.fromarray(synthetic_images(1, 32, 5)[0]).save(image)
+    out = tmp_path / "blob.bin"
+    res = _cli("encode", image, "--model", "airplane", "-o", out, "--target-bytes", "51", "--json", timeout=300)
+    assert res.returncode == 0, res.stderr
+    row = json.loads(res.stdout.strip().splitlines()[-1])
+    assert row["encoder"] == "base" and row["bytes"] <= 51 and out.stat().st_size == row["bytes"]
+    assert _cli("decode", out, "-o", tmp_path / "blob_dec.png").returncode == 0
+    text = _cli("encode", image, "--model", "airplane", "-o", tmp_path / "t.bin", "--target-bytes", "51")
+    assert text.returncode == 0 and "base encoder: no TensorFlow" in text.stdout
+    full = _cli("encode", image, "--model", "airplane", "-o", tmp_path / "f.bin", "--effort", "full")
+    assert full.returncode == 2 and full.stderr.strip().startswith("error: ") and "TensorFlow" in full.stderr
+    assert len(full.stderr.strip().splitlines()) == 1 and not (tmp_path / "f.bin").exists()
