@@ -1,9 +1,10 @@
 """Encode effort vs quality and speed: PSNR, MS-SSIM and bytes against the number of refinement
 steps (0 = the amortized encoder alone, then 5, 10, 15, 30, 60), at one fixed rate level and at one
-per-image byte budget, timed per image at batch 64 — the evidence behind ``DEFAULT_STEPS``.
+per-image byte budget, timed per image at batch 64 — the evidence behind ``DEFAULT_STEPS`` — and
+the base encoder (``effort="base"``: no TensorFlow, the base install's encoder) beside them.
 
     python -m benchmarks.effort --model models/NAME --data PATH.npz [--limit 64] [--level L]
-        [--target-bytes B] [--steps 0,5,10,15,30,60] [--batch 64] [--out DIR]
+        [--target-bytes B] [--steps 0,5,10,15,30,60] [--batch 64] [--out DIR] [--stem NAME]
 
 At a fixed level refinement trades bits for distortion along the level's λ (bytes may move); under
 a budget (model alone, no WebP fallback) every file stays ≤ B and only the quality should rise.
@@ -50,13 +51,13 @@ def effort(model, data, limit: int = 64, level: int | None = None, target_bytes:
     codec.compress(list(images[:2]), target_bytes=int(target_bytes), steps=2, fallback=False)  # every level's tables
     rows = []
     for mode, rate in (("level", {"level": level}), ("budget", {"target_bytes": int(target_bytes), "fallback": False})):
-        for steps in steps_list:
+        for encoder, steps in [("base", 0)] + [("full", s) for s in steps_list]:
             t0 = time.perf_counter()
-            per_image = encode_set(codec, images, steps, batch, **rate)
+            per_image = encode_set(codec, images, steps, batch, effort=encoder, **rate)
             ms = (time.perf_counter() - t0) * 1000 / len(images)
             point = summarise("gancodec", f"{steps} steps", steps, per_image, keep_per_image=False)
             rows.append({"mode": mode, "setting": f"level {level}" if mode == "level" else f"≤ {target_bytes} B",
-                         "steps": steps, "bytes": point["bytes"], "bytes_max": point["bytes_max"],
+                         "encoder": encoder, "steps": steps, "bytes": point["bytes"], "bytes_max": point["bytes_max"],
                          "psnr": point["psnr"], "ms_ssim": point["ms_ssim"], "ms_per_image": ms})
     return {"kind": "effort", "model": codec.bundle.name, "model_id": codec.bundle.model_id, "data": str(data),
             "images": len(images), "level": level, "target_bytes": int(target_bytes), "batch": batch,
@@ -64,12 +65,14 @@ def effort(model, data, limit: int = 64, level: int | None = None, target_bytes:
 
 
 def markdown(result: dict) -> str:
-    rows = [[r["setting"], f"{r['steps']}" + (" (default)" if r["steps"] == result["default_steps"] else ""),
+    rows = [[r["setting"], "base encoder (no TensorFlow)" if r.get("encoder") == "base" else
+             f"{r['steps']}" + (" (default)" if r["steps"] == result["default_steps"] else ""),
              f"{r['bytes']:.1f}", f"{r['psnr']:.2f}", f"{r['ms_ssim']:.4f}", f"{r['ms_per_image']:.1f}"]
             for r in result["rows"]]
     return (f"### Encode effort — {result['model']} ({result['images']} val images, batch {result['batch']})\n\n"
             "Refinement steps against quality and time, at a fixed level and under a per-image budget "
-            "(model alone). 0 steps = the amortized encoder alone.\n\n"
+            "(model alone). 0 steps = the amortized encoder alone; the base encoder runs without TensorFlow "
+            "(the encoder's latent fitted by dead zone at the chosen level and finer ones).\n\n"
             + md_table(["rate", "steps", "bytes", "PSNR (dB)", "MS-SSIM", "ms / image"], rows) + "\n")
 
 
@@ -83,10 +86,11 @@ def run(argv=None) -> int:
     p.add_argument("--steps", default=",".join(map(str, STEPS)))
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--out", default=str(RESULTS_DIR))
+    p.add_argument("--stem", help="output file stem (default effort_<model>)")
     a = p.parse_args(argv)
     quiet_tensorflow()
     result = effort(a.model, a.data, a.limit, a.level, a.target_bytes, parse_int_list(a.steps, "--steps"), a.batch)
-    save_results(a.out, f"effort_{result['model']}", result, markdown(result))
+    save_results(a.out, a.stem or f"effort_{result['model']}", result, markdown(result))
     return 0
 
 

@@ -228,8 +228,9 @@ def test_speed(results):
 
 def test_effort(results, tiny_bundle):
     result = json.loads((results / f"effort_{_name(tiny_bundle)}.json").read_text())
-    assert [(r["mode"], r["steps"]) for r in result["rows"]] == [("level", 0), ("level", 2), ("budget", 0),
-                                                                 ("budget", 2)]
+    assert [(r["mode"], r["encoder"], r["steps"]) for r in result["rows"]] == [
+        ("level", "base", 0), ("level", "full", 0), ("level", "full", 2),
+        ("budget", "base", 0), ("budget", "full", 0), ("budget", "full", 2)]
     assert all(r["bytes"] > 0 and r["psnr"] > 0 and r["ms_per_image"] > 0 for r in result["rows"])
     assert all(r["bytes_max"] <= 30 for r in result["rows"] if r["mode"] == "budget")
 
