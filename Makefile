@@ -16,7 +16,7 @@ DATA_airplane := cifar10_airplane
 DATA_automobile := cifar10_automobile
 DATA_flowers := flowers64
 
-.PHONY: install browser web-runtime web web-demo test test-fast demo lint train-% finetune-% gpu-pack-% gpu-unpack-% export-% export-all check-models bench bench-rd bench-table bench-speed bench-effort fuzz clean
+.PHONY: install browser web-runtime web web-demo test test-fast demo lint train-% finetune-% gpu-pack-% gpu-unpack-% tables-% bench-tables bench-tables-% export-% export-all check-models bench bench-rd bench-table bench-speed bench-effort bench-aarch64 fuzz clean
 
 install: $(STAMP)
 
@@ -103,6 +103,14 @@ finetune-airplane finetune-automobile finetune-flowers: finetune-%: install
 # `make gpu-unpack-NAME RESULT=OUT.npz` writes runs/gpu-NAME, which `make export-NAME RUN=gpu` ships.
 gpu-pack-%: install
 	$(PY) -m training.gpu pack --data $(DATA)/$(DATA_$*).npz --init-from models/$* --out gpu/$*.npz $(FT_ARGS) $(FT_ARGS_$*)
+# Refit a shipped bundle's entropy tables in place (entropy.bin version 3, parametric; the
+# networks stay): `make tables-NAME`, e.g. after changing the table format.
+TABLE_DATA_airplane := $(DATA)/$(DATA_airplane).npz
+TABLE_DATA_automobile := $(DATA)/$(DATA_automobile).npz
+TABLE_DATA_flowers := $(DATA)/$(DATA_flowers).npz
+TABLE_DATA_flowers128 := $(DATA)/flowers128
+tables-%: install
+	$(PY) -m export.tables models/$* --data $(TABLE_DATA_$*)
 gpu-unpack-%: install
 	$(PY) -m training.gpu unpack $(RESULT) --run runs/gpu-$*
 # flowers128: an any-size bundle, trained on random 64x64 crops of the 128x128 photos (validated and
@@ -113,6 +121,13 @@ train-flowers128: install
 	$(PY) -m training.train --data $(DATA)/flowers128 --out runs/gdn-flowers128 --steps $(or $(F128_STEPS),24000) \
 	  --eval-every 1000 --eval-images 64 --ckpt-every 500 --threads $(THREADS) \
 	  $(if $(wildcard runs/gdn-flowers128/config.json),--resume,--init-from models/flowers $(FLOWERS128_ARGS))
+# The version-3 entropy tables against each bundle's version-2 frequency lists (git revision 8fc7ef2)
+TABLES_REV := 8fc7ef2
+bench-tables-%: install
+	@mkdir -p build && git show $(TABLES_REV):models/$*/entropy.bin > build/entropy_v2_$*.bin
+	$(PY) -m benchmarks.tables --model models/$* --data $(TABLE_DATA_$*) --against build/entropy_v2_$*.bin --limit 200
+bench-tables: bench-tables-airplane bench-tables-automobile bench-tables-flowers bench-tables-flowers128
+
 bench-rd-flowers128: install
 	$(PY) -m benchmarks.rd --model models/flowers128 --data $(DATA)/flowers128 --split val --limit 200 \
 	  --budgets 300,500,800,1200,2000,3000 --levels none --no-progress
@@ -136,6 +151,9 @@ bench-table: install
 	$(PY) -m benchmarks.table --data-dir $(DATA) --no-progress
 bench-effort: install
 	$(PY) -m benchmarks.effort --model models/airplane --data $(DATA)/cifar10_airplane.npz --limit 64
+# Issue #27: decoder and base encoder on aarch64 under qemu-user (a Debian arm64 root, built once; needs root).
+bench-aarch64:
+	bash benchmarks/aarch64.sh --data $(DATA)/cifar10_airplane.npz
 bench-speed: install
 	$(PY) -m benchmarks.speed --no-progress --data $(DATA)/cifar10_airplane.npz
 	$(PY) -m benchmarks.speed --no-progress --model models/flowers128 --data $(DATA)/flowers128 --stem speed_flowers128

@@ -203,58 +203,70 @@ def quantize_latents(y: np.ndarray, gains: np.ndarray) -> np.ndarray:
 CONTEXTS = 16
 CROP_TABLE_IMAGES = 600  # a --crop run's tables: training images sampled (600 × 16² = 154k positions per channel)
 CROP_VAL_IMAGES = 24  # ... and validation images measured for the manifest (65 levels × 128² decodes each)
-CONTEXT_PRIOR = 16.0  # a context's histogram is shrunk toward its channel's by this many pseudo-counts
+SEGMENTS = 256  # CDF segments per channel in a version-3 entropy.bin (256: +0.2 % bytes against 16 stored lists)
 
 
-def entropy_tables(y: np.ndarray, gains: np.ndarray, contexts: int = CONTEXTS):
-    """Integer frequency tables per (level, channel, context) from the training set's latents
-    ``y`` (N,H,W,C).
+def channel_knots(y: np.ndarray, segments: int = SEGMENTS) -> np.ndarray:
+    """(C, Q + 1) knots of each channel's piecewise-linear CDF: the latent's quantiles at i / Q in
+    units of 2**-12, a step never beyond MAX_KNOT_STEP units (an outer knot is pulled in if it would be)."""
+    from runtime.entropy import KNOT_BITS, MAX_KNOT, MAX_KNOT_STEP
 
-    Per level and channel: the support is the observed one widened by one symbol each side; a
-    channel that is (almost) always 0 at a level gets the degenerate table {0}: it costs nothing
-    and is not coded. Each context's table is its histogram shrunk toward the channel's
-    (:data:`CONTEXT_PRIOR` pseudo-counts, so a rare context is not a guess), as frequencies from
-    ``2·count + 1`` of the channel's (``FrequencyTable.from_counts``): every symbol in the support
-    stays codable. The floats stay here: the decoder only reads the integer tables.
-    """
-    from runtime.entropy import FrequencyTable
-    from runtime.entropy import contexts as context_of
+    flat = np.asarray(y, np.float64).reshape(-1, y.shape[-1])
+    knots = np.rint(np.quantile(flat, np.linspace(0, 1, segments + 1), axis=0).T * (1 << KNOT_BITS))
+    knots = np.clip(knots, -MAX_KNOT, MAX_KNOT).astype(np.int64)
+    mid = segments // 2
+    for i in range(mid - 1, -1, -1):
+        knots[:, i] = np.maximum(knots[:, i], knots[:, i + 1] - MAX_KNOT_STEP)
+    for i in range(mid + 1, segments + 1):
+        knots[:, i] = np.minimum(knots[:, i], knots[:, i - 1] + MAX_KNOT_STEP)
+    return knots
 
-    tables = []
-    for g in gains:
+
+def entropy_parameters(y: np.ndarray, gains: np.ndarray, inv_gains: np.ndarray, contexts: int = CONTEXTS,
+                       segments: int = SEGMENTS):
+    """The bundle's entropy model (entropy.bin version 3) from the training set's latents ``y``
+    (N, H, W, C): each channel's quantile knots; per level the coded channels (nonzero in more than
+    :data:`DEGENERATE_FRACTION` of the positions); and per (level, coded channel, context) the
+    parameter byte (temperature, zero weight) whose exact derived table codes that context's
+    training symbols in the fewest bits (a context never seen keeps the marginal). The floats stay
+    here: the decoder derives the tables from the stored integers."""
+    from runtime import entropy as em
+
+    channels = y.shape[-1]
+    knots = channel_knots(y, segments)
+    steps = np.floor((1 << em.EDGE_BITS) / np.asarray(gains, np.float64) + 0.5).astype(np.int64)
+    lo, hi = em.parametric_support(knots, steps)
+    every = np.arange(256)
+    coded = np.zeros(np.shape(inv_gains), bool)
+    params = np.full((*coded.shape, contexts), em.NEUTRAL_PARAM, np.int64)
+    for level, g in enumerate(gains):
         q = quantize_latents(y, g)
-        flat = q.reshape(-1, y.shape[-1])
-        coded = np.count_nonzero(flat, axis=0) > DEGENERATE_FRACTION * len(flat)
-        ctx = context_of(q, coded, contexts).reshape(-1, y.shape[-1])
-        row = []
-        for c in range(flat.shape[1]):
-            if not coded[c]:
-                row.append([FrequencyTable(0, [1])] * contexts)
-                continue
-            v = flat[:, c]
-            lo, hi = int(v.min()) - 1, int(v.max()) + 1
-            n = hi - lo + 1
-            counts = np.bincount(ctx[:, c] * n + (v - lo), minlength=contexts * n).reshape(contexts, n)
-            marginal = 2 * counts.sum(axis=0) + 1.0
-            marginal /= marginal.sum()
-            p = (counts + CONTEXT_PRIOR * marginal) / (counts.sum(axis=1, keepdims=True) + CONTEXT_PRIOR)
-            scaled = np.maximum(1, np.rint(p * (1 << 20))).astype(np.int64)
-            row.append([FrequencyTable.from_counts(lo, scaled[j].tolist()) for j in range(contexts)])
-        tables.append(row)
-    return tables
+        flat = q.reshape(-1, channels)
+        coded[level] = (np.count_nonzero(flat, axis=0) > DEGENERATE_FRACTION * len(flat)) & (steps[level] <= em.MAX_STEP)
+        q = np.clip(q, np.where(coded[level], lo[level], 0), np.where(coded[level], hi[level], 0))
+        ctx = em.contexts(q, coded[level], contexts).reshape(-1, channels)
+        flat = q.reshape(-1, channels)
+        for c in np.flatnonzero(coded[level]):
+            l_, h_ = int(lo[level, c]), int(hi[level, c])
+            n = h_ - l_ + 1
+            freqs = em.parametric_freqs(knots[c], int(steps[level, c]), l_, h_, every)
+            cost = em.PRECISION - np.log2(freqs)  # (256, n) bits per symbol of each candidate
+            hist = np.bincount(ctx[:, c] * n + (flat[:, c] - l_), minlength=contexts * n).reshape(contexts, n)
+            best = np.argmin(hist @ cost.T, axis=1)
+            params[level, c] = np.where(hist.sum(axis=1) > 0, best, em.NEUTRAL_PARAM)
+    grid = tuple(int(v) for v in y.shape[1:3])
+    return em.EntropyModel.from_parameters(inv_gains, steps, knots, coded, params, grid)
 
 
-def validation_figures(encoder, generator_onnx: Path, model, gains: np.ndarray, val_u8: np.ndarray) -> dict:
-    """Per exported level, on the validation split (encoder only, no refinement): mean ideal bytes
-    of the payload and mean PSNR of onnxruntime's output. The runtime warns when an image falls far
-    below these (probably unlike the training set)."""
+def validation_figures(y: np.ndarray, generator_onnx: Path, model, gains: np.ndarray, val_u8: np.ndarray) -> dict:
+    """Per exported level, on the validation split's latents ``y`` (encoder only, no refinement):
+    mean ideal bytes of the payload and mean PSNR of onnxruntime's output. The runtime warns when
+    an image falls far below these (probably unlike the training set)."""
     import onnxruntime as ort
 
-    from runtime.images import from_unit_range, to_unit_range
-    from runtime.inversion import predict
+    from runtime.images import from_unit_range
     from runtime.metrics import psnr
 
-    y = predict(encoder, to_unit_range(val_u8))
     sess = ort.InferenceSession(str(generator_onnx), providers=["CPUExecutionProvider"])
     out = {"images": len(val_u8), "bytes": [], "psnr": []}
     for level, g in enumerate(gains):
@@ -291,7 +303,6 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
                overwrite: bool = False, seed: int = 0) -> dict:
     """Export the best checkpoint of an ``rd`` run as a bundle in ``out``; returns the manifest."""
     from runtime.bundle import ENTROPY_BIN, RATE_NPZ
-    from runtime.entropy import EntropyModel
     from runtime.images import to_unit_range
     from runtime.inversion import predict
     from training.config import load_config
@@ -330,7 +341,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
         val_u8 = val_u8[:CROP_VAL_IMAGES]
     y_train = predict(encoder, to_unit_range(train_u8))
     grid = tuple(int(v) for v in y_train.shape[1:3])
-    model = EntropyModel(levels["inv_gains"], entropy_tables(y_train, levels["gains"]), grid)
+    model = entropy_parameters(y_train, levels["gains"], levels["inv_gains"])
     name = name or out.name
     dataset = Path(cfg.data).stem
     entropy_bytes = model.to_bytes()
@@ -382,16 +393,69 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
                          "e_widths": cfg.rd_e_widths, "d_widths": cfg.rd_d_widths,
                          "g_blocks": cfg.rd_g_blocks, "e_blocks": cfg.rd_e_blocks,
                          "w_adv": cfg.w_adv_rd, "lr": cfg.lr, "rate_contexts": cfg.rate_contexts,
-                         "entropy_contexts": model.contexts, "extra_levels": EXTRA_LEVELS,
+                         "entropy_contexts": model.contexts, "entropy_segments": SEGMENTS,
+                         "extra_levels": EXTRA_LEVELS,
                          **warm_start_facts(cfg, best.get("step"))},
-            "validation": (validation := validation_figures(encoder, tmp / GENERATOR_ONNX, model,
-                                                            levels["gains"], val_u8)),
+            "validation": (validation := validation_figures(predict(encoder, to_unit_range(val_u8)),
+                                                            tmp / GENERATOR_ONNX, model, levels["gains"], val_u8)),
             # the level whose validation files are nearest DEFAULT_BYTES: what --level defaults to
             "default_level": int(np.argmin(np.abs(np.asarray(validation["bytes"]) - DEFAULT_BYTES))),
             "parity_max_abs_diff": diffs,
             "files": digests,
             "versions": _versions(),
         }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        load_bundle(tmp)  # the runtime accepts it
+    return manifest
+
+
+def rewrite_tables(bundle_dir: str | os.PathLike, data: str | os.PathLike, seed: int = 0) -> dict:
+    """Refit a bundle's entropy model in place (what :func:`export_run` writes today: version-3
+    parametric tables) from its own encoder (onnxruntime) on the training split of ``data``: new
+    entropy.bin, generator.onnx's record of its hash (hence a new model id), the manifest's
+    validation figures, default level and file hashes. Networks and weights are unchanged. The
+    whole bundle is rewritten in a temporary copy and swapped in; returns the new manifest."""
+    import onnx
+    import onnxruntime as ort
+
+    from runtime.bundle import ENTROPY_BIN, RATE_NPZ
+    from runtime.images import to_unit_range
+    from training.data import load_dataset
+
+    bundle = load_bundle(bundle_dir)
+    manifest, directory = dict(bundle.manifest), Path(bundle.directory)
+    training = manifest.get("training", {})
+    crop = bool(manifest.get("any_size"))
+    size = int(training.get("crop", manifest["image_size"])) if crop else int(manifest["image_size"])
+    train_u8, val_u8 = load_dataset(data, size, int(training.get("seed", 0)), crop=crop)
+    if crop:
+        train_u8 = train_u8[np.random.default_rng(seed).permutation(len(train_u8))[:CROP_TABLE_IMAGES]]
+        val_u8 = val_u8[:CROP_VAL_IMAGES]
+    sess = ort.InferenceSession(str(directory / ENCODER_ONNX), providers=["CPUExecutionProvider"])
+
+    def encode(x):
+        name = sess.get_inputs()[0].name
+        return np.concatenate([sess.run(None, {name: to_unit_range(x[i:i + 64])})[0] for i in range(0, len(x), 64)])
+
+    rate = bundle.rate
+    model = entropy_parameters(encode(train_u8), rate["gains"], bundle.entropy.inv_gains)
+    entropy_bytes = model.to_bytes()
+    with atomic_directory(directory) as tmp:
+        for f in directory.iterdir():
+            if f.is_file():
+                (tmp / f.name).write_bytes(f.read_bytes())
+        (tmp / ENTROPY_BIN).write_bytes(entropy_bytes)
+        proto = onnx.load(str(tmp / GENERATOR_ONNX))
+        for entry in proto.metadata_props:
+            if entry.key == ENTROPY_SHA256_KEY:
+                entry.value = hashlib.sha256(entropy_bytes).hexdigest()
+        onnx.save(proto, str(tmp / GENERATOR_ONNX))
+        validation = validation_figures(encode(val_u8), tmp / GENERATOR_ONNX, model, rate["gains"], val_u8)
+        digests = {**manifest["files"], GENERATOR_ONNX: sha256_file(tmp / GENERATOR_ONNX),
+                   ENTROPY_BIN: sha256_file(tmp / ENTROPY_BIN), RATE_NPZ: sha256_file(tmp / RATE_NPZ)}
+        manifest.update(model_id=digests[GENERATOR_ONNX], validation=validation, files=digests,
+                        default_level=int(np.argmin(np.abs(np.asarray(validation["bytes"]) - DEFAULT_BYTES))))
+        manifest["training"] = {**training, "entropy_contexts": model.contexts, "entropy_segments": SEGMENTS}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         load_bundle(tmp)  # the runtime accepts it
     return manifest

@@ -51,7 +51,8 @@ CARRY = 1 << 32
 
 # entropy.bin limits (a file is never trusted: every field is checked against these first)
 ENTROPY_MAGIC = b"GCEM"
-ENTROPY_VERSION = 2  # written when K > 1; version 1 (no contexts) is still read and written for K = 1
+ENTROPY_VERSION = 3  # the newest: parametric tables (what export writes); versions 1 (K = 1) and 2
+# (K stored frequency lists per context) are still read and written for models built from lists
 MAX_CONTEXTS = 64
 MAX_LEVELS = 256
 MAX_CHANNELS = 4096
@@ -59,7 +60,8 @@ MAX_GRID_SIDE = 1024
 MAX_SYMBOLS = 1 << 22  # H * W * C: a 2048x2048 image on a stride-8 grid of 64 channels
 MAX_ENTROPY_BYTES = 64 << 20
 _ENTROPY_HEADER = struct.Struct("<4sBBHHHH")  # magic, version, precision, L, C, H, W
-_CONTEXTS_FIELD = struct.Struct("<B")  # version 2 only, after the header: K contexts
+_CONTEXTS_FIELD = struct.Struct("<B")  # versions 2 and 3, after the header: K contexts
+_SEGMENTS_FIELD = struct.Struct("<H")  # version 3, after K: Q, the CDF segments per channel
 
 
 # --- frequency tables ----------------------------------------------------------------------------
@@ -360,6 +362,166 @@ def contexts(symbols: np.ndarray, coded: np.ndarray, k: int) -> np.ndarray:
     return np.where(m > 0, np.minimum(k - 1, (k * z) // np.maximum(m, 1)), 0)
 
 
+# --- parametric tables (entropy.bin version 3) -----------------------------------------------------
+#
+# A version-3 entropy.bin stores no frequency lists: per channel, the quantiles of its latent
+# (Q + 1 knots of a piecewise-linear CDF, shared by every level), a bitmap of the coded (level,
+# channel) cells, each coded cell's quantization step, and one byte per (level, coded channel,
+# reachable context): a temperature and a zero weight. Every table is derived from these integers by integer arithmetic only (docs/
+# bitstream.md section 6), so every platform derives the same frequencies.
+
+KNOT_BITS = 12  # knots are stored in units of 2**-12 of the latent
+EDGE_BITS = 16  # knots, edges and quantization steps are compared in units of 2**-16
+SEGMENT_BITS = 16  # each of the Q CDF segments holds 2**16 units of probability mass
+MAX_KNOT = 1 << 27  # |knot| in units of 2**-12 (32768 in latent units): keeps every product < 2**53
+MAX_SEGMENTS = 4096
+MAX_STEP = (1 << 24) - 1  # a coded cell's quantization step (uint24, units of 2**-16: below 256)
+MAX_KNOT_STEP = (1 << 21) - 1  # a knot's step from the one before (a varint of at most 3 bytes)
+LOG_STEPS = 16  # code lengths in 1/16 bit
+# LOG2_THRESHOLDS[i] = ceil(2**15 * 2**((i + 1) / 16)): the fractional sixteenths of log2
+LOG2_THRESHOLDS = (34219, 35734, 37316, 38968, 40694, 42495, 44377, 46341, 48393, 50536, 52773,
+                   55109, 57549, 60097, 62758)
+# POW2_STEPS[i] = round(2**30 * 2**(-i / 16)): 2**(-t / 16) in units of 2**-30
+POW2_STEPS = (1073741824, 1028218693, 984625594, 942880699, 902905651, 864625413, 827968132,
+              792865000, 759250125, 727060411, 696235434, 666717336, 638450708, 611382493,
+              585461881, 560640218)
+# a context's parameter byte: high nibble a -> temperature ALPHA16[a] / 16, low nibble b -> the
+# zero symbol's code length shortened by ZERO16[b] / 16 bit
+ALPHA16 = (5, 6, 7, 8, 9, 10, 12, 14, 16, 19, 22, 26, 30, 35, 41, 48)
+ZERO16 = (-28, -24, -20, -16, -12, -8, -4, 0, 4, 8, 12, 16, 20, 24, 28, 32)
+NEUTRAL_PARAM = (ALPHA16.index(16) << 4) | ZERO16.index(0)  # the marginal itself (0x87)
+
+
+def parametric_support(knots: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) of every (level, channel): the first and last knot divided by the cell's
+    quantization step and rounded to a symbol (half up), widened by one. ``knots`` (C, Q + 1) in
+    units of 2**-12, ``steps`` (L, C) in units of 2**-16 (>= 1 where it matters)."""
+    steps = np.maximum(np.asarray(steps, np.int64), 1)
+    x0 = np.asarray(knots[:, 0], np.int64) << (EDGE_BITS - KNOT_BITS)
+    xq = np.asarray(knots[:, -1], np.int64) << (EDGE_BITS - KNOT_BITS)
+    return (2 * x0 + steps) // (2 * steps) - 1, (2 * xq + steps) // (2 * steps) + 1
+
+
+def log2_16(x: np.ndarray) -> np.ndarray:
+    """``floor(16 * log2(x))`` as the spec defines it for integers x >= 1 (< 2**53): 16 times the
+    bit length minus one, plus how many LOG2_THRESHOLDS the 16-bit mantissa reaches."""
+    x = np.asarray(x, np.int64)
+    b = np.zeros(x.shape, np.int64)
+    for shift in (32, 16, 8, 4, 2, 1):  # b = bit_length(x) - 1
+        big = (x >> (b + shift)) > 0
+        b = np.where(big, b + shift, b)
+    mant = np.where(b <= 15, x << np.maximum(15 - b, 0), x >> np.maximum(b - 15, 0))
+    frac = np.searchsorted(np.asarray(LOG2_THRESHOLDS, np.int64), mant, side="right")
+    return 16 * b + frac
+
+
+def marginal_masses(knots_c: np.ndarray, step: int, lo: int, hi: int) -> np.ndarray:
+    """Probability mass of each symbol lo..hi of one (level, channel) under the channel's
+    piecewise-linear CDF, in units of 2**-16 per segment (they sum to Q * 2**16)."""
+    x = np.asarray(knots_c, np.int64) << (EDGE_BITS - KNOT_BITS)
+    q = len(x) - 1
+    k = np.arange(lo + 1, hi + 1, dtype=np.int64)
+    e = ((2 * k - 1) * step) // 2  # the lower edge of symbol k
+    i = np.searchsorted(x, e, side="right") - 1  # the largest i with x[i] <= e
+    inside = (i >= 0) & (i < q)
+    ic = np.clip(i, 0, q - 1)
+    width = x[ic + 1] - x[ic]
+    part = ((e - x[ic]) << SEGMENT_BITS) // np.where(inside, width, 1)
+    cdf = np.where(i < 0, 0, np.where(i >= q, q << SEGMENT_BITS, (ic << SEGMENT_BITS) + part))
+    return np.diff(np.concatenate([[0], cdf, [q << SEGMENT_BITS]]))
+
+
+def parametric_freqs(knots_c: np.ndarray, step: int, lo: int, hi: int, params: np.ndarray,
+                     precision: int = PRECISION) -> np.ndarray:
+    """(P, n) frequencies of the symbols lo..hi of one coded (level, channel) for each parameter
+    byte of ``params``: the marginal's masses, tempered, then :meth:`FrequencyTable.from_counts`."""
+    masses = marginal_masses(knots_c, step, lo, hi)
+    return counts_to_freqs(tempered_counts(masses, lo, params), precision)
+
+
+def encode_varints(values: np.ndarray) -> bytes:
+    """Unsigned LEB128 (7 bits a byte, low first, high bit = more follows) of each value."""
+    out = bytearray()
+    for v in np.asarray(values, np.int64).tolist():
+        while v >= 0x80:
+            out.append(0x80 | (v & 0x7F))
+            v >>= 7
+        out.append(v)
+    return bytes(out)
+
+
+def decode_varints(data: bytes, pos: int, count: int) -> tuple[np.ndarray, int]:
+    """``count`` LEB128 values from ``data[pos:]`` of at most 3 bytes each, none overlong (a last
+    byte of 0 after others); returns (values, the position after them). CodecError otherwise."""
+    out = np.empty(count, np.int64)
+    size = len(data)
+    for i in range(count):
+        v = shift = 0
+        for length in range(1, 4):
+            if pos >= size:
+                raise CodecError("entropy.bin truncated inside the knots")
+            byte = data[pos]
+            pos += 1
+            v |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                if byte == 0 and length > 1:
+                    raise CodecError("entropy.bin: an overlong knot step")
+                break
+        else:
+            raise CodecError("entropy.bin: a knot step longer than 3 bytes")
+        out[i] = v
+    return out, pos
+
+
+def counts_to_freqs(counts: np.ndarray, precision: int = PRECISION) -> np.ndarray:
+    """:meth:`FrequencyTable.from_counts` of every row of (R, n) integer counts at once (n >= 2,
+    every row sum > 0): the same integers."""
+    counts = np.asarray(counts, np.int64)
+    n = counts.shape[-1]
+    total = 1 << precision
+    s = counts.sum(axis=-1, keepdims=True)
+    scaled = counts * (total - n)
+    freqs = 1 + scaled // s
+    missing = total - freqs.sum(axis=-1, keepdims=True)
+    order = np.argsort(-(scaled % s), axis=-1, kind="stable")  # largest remainder first, ties by index
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(n)[None, :].repeat(len(order), 0), axis=-1)
+    return freqs + (rank < missing)
+
+
+def tempered_counts(masses: np.ndarray, lo: int, params: np.ndarray) -> np.ndarray:
+    """(P, n) integer weights of the symbols lo.. for each parameter byte of ``params``:
+    ``2**(-t / 16)`` (units 2**-30) of the tempered code length t (spec section 6)."""
+    masses = np.asarray(masses, np.int64)
+    total = int(masses.sum())
+    length = log2_16(np.asarray(total + 1)) - log2_16(masses + 1)  # code length in 1/16 bit, >= 0
+    params = np.asarray(params, np.int64)
+    alpha = np.asarray(ALPHA16, np.int64)[params >> 4][:, None]
+    zero = np.asarray(ZERO16, np.int64)[params & 15][:, None]
+    t = (alpha * length[None, :]) >> 4
+    if lo <= 0 < lo + len(masses):
+        t[:, -lo] -= zero[:, 0]
+    t -= t.min(axis=1, keepdims=True)
+    shift = t >> 4
+    return np.where(shift <= 30, np.asarray(POW2_STEPS, np.int64)[t & 15] >> np.minimum(shift, 30), 0)
+
+
+def reachable_mask(coded: np.ndarray, k: int) -> np.ndarray:
+    """(L, C, K) bool: the contexts each coded (level, channel) can have (the stored parameters)."""
+    coded = np.asarray(coded, bool)
+    before = np.cumsum(coded, axis=1) - coded
+    rows = np.array([np.isin(np.arange(k), reachable_contexts(k, m)) for m in range(coded.shape[1])], bool)
+    return rows[before] & coded[..., None]
+
+
+def reachable_contexts(k: int, m: int) -> list[int]:
+    """The contexts a channel can have when ``m`` coded channels precede it (:func:`contexts`)."""
+    if k <= 1 or m == 0:
+        return [0]
+    return sorted({min(k - 1, (k * z) // m) for z in range(m + 1)})
+
+
 # --- the per-bundle model --------------------------------------------------------------------------
 
 class _LazyRows(Sequence):
@@ -446,6 +608,7 @@ class EntropyModel:
         self._cost_cache: dict[int, tuple[np.ndarray, int]] = {}
         self._rows_cache: dict[int, list] = {}
         self._cum_cache: dict[int, np.ndarray] = {}
+        self._parameters = None  # (knots, coded, params) of a version-3 model
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -472,7 +635,9 @@ class EntropyModel:
                     if not t.degenerate:
                         parts.append(np.asarray(t.freqs, dtype="<u2").tobytes())
             return b"".join(parts)
-        parts = [_ENTROPY_HEADER.pack(ENTROPY_MAGIC, ENTROPY_VERSION, self.precision, self.levels,
+        if self._parameters is not None:
+            return self._parametric_bytes()
+        parts = [_ENTROPY_HEADER.pack(ENTROPY_MAGIC, 2, self.precision, self.levels,
                                       self.channels, h, w),
                  _CONTEXTS_FIELD.pack(self.contexts), self.inv_gains.astype("<f4").tobytes()]
         supports = np.empty(self.levels * self.channels, [("lo", "<i2"), ("n", "<u2")])
@@ -497,7 +662,7 @@ class EntropyModel:
         magic, version, precision, levels, channels, h, w = _ENTROPY_HEADER.unpack_from(data)
         if magic != ENTROPY_MAGIC:
             raise CodecError("not a gancodec entropy.bin (wrong magic)")
-        if version not in (1, ENTROPY_VERSION):
+        if version not in (1, 2, ENTROPY_VERSION):
             raise CodecError(f"entropy.bin version {version} is not supported (this reads 1..{ENTROPY_VERSION})")
         if not 1 <= precision <= MAX_PRECISION:
             raise CodecError(f"entropy.bin: precision {precision} outside 1..{MAX_PRECISION}")
@@ -506,6 +671,8 @@ class EntropyModel:
             raise CodecError(f"entropy.bin: dimensions {levels} levels x {h}x{w}x{channels} beyond the caps")
         pos = _ENTROPY_HEADER.size
         k = 1
+        if version == 3:
+            return cls._from_parametric(data, pos, levels, channels, (h, w), precision)
         if version >= 2:
             if len(data) < pos + 1:
                 raise CodecError("entropy.bin truncated before its context count")
@@ -570,6 +737,144 @@ class EntropyModel:
         self = cls.__new__(cls)
         self._setup(inv_gains, _LazyRows(levels, build), grid, k, precision, lo, lo + n - 1)
         return self
+
+    # -- version 3: parametric tables --
+
+    @classmethod
+    def from_parameters(cls, inv_gains: np.ndarray, steps: np.ndarray, knots: np.ndarray, coded: np.ndarray,
+                        params: np.ndarray, grid: tuple[int, int] = (1, 1), precision: int = PRECISION) -> EntropyModel:
+        """A model whose tables are derived from parameters (entropy.bin version 3, docs/bitstream.md
+        section 6): ``steps`` (L, C) each coded cell's quantization step (units 2**-16), ``knots``
+        (C, Q + 1) nondecreasing integers (units 2**-12) per channel, ``coded`` (L, C) bool,
+        ``params`` (L, C, K) bytes (only the reachable contexts of coded cells are stored and
+        matter; the rest become NEUTRAL_PARAM). Every field is checked; CodecError on any problem."""
+        inv_gains = np.array(inv_gains, dtype=np.float32)
+        if inv_gains.ndim != 2:
+            raise CodecError(f"inv_gains must be (levels, channels), got shape {inv_gains.shape}")
+        levels, channels = inv_gains.shape
+        h, w = (int(v) for v in grid)
+        if not (1 <= levels <= MAX_LEVELS and 1 <= channels <= MAX_CHANNELS and 1 <= h <= MAX_GRID_SIDE
+                and 1 <= w <= MAX_GRID_SIDE and h * w * channels <= MAX_SYMBOLS):
+            raise CodecError(f"entropy model: dimensions {levels} levels x {h}x{w}x{channels} beyond the caps")
+        if not isinstance(precision, (int, np.integer)) or not 1 <= precision <= MAX_PRECISION:
+            raise CodecError(f"entropy model: precision {precision!r} outside 1..{MAX_PRECISION}")
+        knots, coded = np.array(knots, dtype=np.int64), np.array(coded, dtype=bool)
+        steps, params = np.array(steps, dtype=np.int64), np.array(params, dtype=np.int64)
+        if knots.ndim != 2 or knots.shape[0] != channels or not 1 <= knots.shape[1] - 1 <= MAX_SEGMENTS:
+            raise CodecError(f"entropy model: knots must be ({channels}, Q + 1) with Q in 1..{MAX_SEGMENTS}")
+        if coded.shape != (levels, channels) or steps.shape != (levels, channels):
+            raise CodecError(f"entropy model: the coded map and the steps must be {levels} x {channels}")
+        if params.ndim != 3 or params.shape[:2] != (levels, channels) or not 1 <= params.shape[2] <= MAX_CONTEXTS:
+            raise CodecError(f"entropy model: params must be ({levels}, {channels}, K), K in 1..{MAX_CONTEXTS}")
+        if np.any((params < 0) | (params > 255)):
+            raise CodecError("entropy model: a context parameter is not a byte")
+        if np.any(np.abs(knots) > MAX_KNOT):
+            raise CodecError(f"entropy model: a knot beyond +-{MAX_KNOT} (units of 2**-{KNOT_BITS})")
+        if np.any(np.diff(knots, axis=1) < 0) or np.any(np.diff(knots, axis=1) > MAX_KNOT_STEP):
+            raise CodecError(f"entropy model: knots must rise by 0..{MAX_KNOT_STEP} units each")
+        if not np.all(np.isfinite(inv_gains)) or not np.all(inv_gains > 0):
+            raise CodecError("entropy model: inverse gains must be finite and positive")
+        bad = coded & ((steps < 1) | (steps > MAX_STEP))
+        if bad.any():
+            level, c = (int(v) for v in np.argwhere(bad)[0])
+            raise CodecError(f"entropy model: coded cell ({level}, {c}) has the step {int(steps[level, c])} "
+                             f"(allowed 1..{MAX_STEP})")
+        steps = np.where(coded, steps, 0)
+        lo, hi = parametric_support(knots, steps)
+        lo, hi = np.where(coded, lo, 0), np.where(coded, hi, 0)
+        n = hi - lo + 1
+        bad = coded & ((lo < -32768) | (hi > 32767) | (n > min(1 << precision, 65535)))
+        if bad.any():
+            level, c = (int(v) for v in np.argwhere(bad)[0])
+            raise CodecError(f"entropy model: coded cell ({level}, {c}) has the support [{int(lo[level, c])}, "
+                             f"{int(hi[level, c])}], beyond int16 or 2**{precision} symbols")
+        k = params.shape[2]
+        params = np.where(reachable_mask(coded, k), params, NEUTRAL_PARAM)
+
+        def build(level: int) -> list:
+            row = []
+            for c in range(channels):
+                if not coded[level, c]:
+                    row.append((FrequencyTable(0, [1]),) * k)
+                    continue
+                l_, h_ = int(lo[level, c]), int(hi[level, c])
+                unique, back = np.unique(params[level, c], return_inverse=True)
+                freqs = parametric_freqs(knots[c], int(steps[level, c]), l_, h_, unique, precision).tolist()
+                tables = [FrequencyTable(l_, f, precision) for f in freqs]
+                row.append(tuple(tables[i] for i in back.ravel()))
+            return row
+
+        self = cls.__new__(cls)
+        self._setup(inv_gains, _LazyRows(levels, build), (h, w), k, int(precision), lo, hi)
+        for a in (steps, knots, coded, params):
+            a.setflags(write=False)
+        self._parameters = (steps, knots, coded, params)
+        return self
+
+    def _parametric_bytes(self) -> bytes:
+        steps, knots, coded, params = self._parameters
+        h, w = self.grid
+        cells = np.empty(int(coded.sum()), [("inv", "<f4"), ("step", "<u2"), ("step_hi", "u1")])
+        cells["inv"] = self.inv_gains[coded]
+        cells["step"], cells["step_hi"] = steps[coded] & 0xFFFF, steps[coded] >> 16
+        body = [struct.pack("<i", int(knots[c, 0])) + encode_varints(np.diff(knots[c])) for c in range(self.channels)]
+        return b"".join([_ENTROPY_HEADER.pack(ENTROPY_MAGIC, 3, self.precision, self.levels, self.channels, h, w),
+                         _CONTEXTS_FIELD.pack(self.contexts), _SEGMENTS_FIELD.pack(knots.shape[1] - 1),
+                         np.packbits(coded.ravel(), bitorder="little").tobytes(),
+                         self.inv_gains[~coded].astype("<f4").tobytes(), cells.tobytes(), *body,
+                         params[reachable_mask(coded, self.contexts)].astype(np.uint8).tobytes()])
+
+    @classmethod
+    def _from_parametric(cls, data: bytes, pos: int, levels: int, channels: int, grid, precision: int):
+        """Version 3 (docs/bitstream.md section 6): K, Q, the coded bitmap, the inverse gains of the
+        cells not coded, then each coded cell's inverse gain and step, the knots, the parameter
+        bytes; the tables are derived when a level is first used."""
+        if len(data) < pos + 3:
+            raise CodecError("entropy.bin truncated before its context and segment counts")
+        (k,) = _CONTEXTS_FIELD.unpack_from(data, pos)
+        (q,) = _SEGMENTS_FIELD.unpack_from(data, pos + 1)
+        pos += 3
+        if not 1 <= k <= MAX_CONTEXTS:
+            raise CodecError(f"entropy.bin: {k} contexts (version 3 allows 1..{MAX_CONTEXTS})")
+        if not 1 <= q <= MAX_SEGMENTS:
+            raise CodecError(f"entropy.bin: {q} CDF segments (allowed 1..{MAX_SEGMENTS})")
+        cells = levels * channels
+        bits_end = pos + (cells + 7) // 8
+        if len(data) < bits_end:
+            raise CodecError("entropy.bin truncated inside the coded map")
+        coded = np.unpackbits(np.frombuffer(data, np.uint8, bits_end - pos, pos), bitorder="little")
+        if coded[cells:].any():
+            raise CodecError("entropy.bin: padding bits after the coded map are not zero")
+        coded = coded[:cells].reshape(levels, channels).astype(bool)
+        n_coded = int(coded.sum())
+        cells_end = bits_end + 4 * (cells - n_coded) + 7 * n_coded
+        if len(data) < cells_end:
+            raise CodecError("entropy.bin truncated inside the inverse gains and steps")
+        inv_gains = np.empty((levels, channels), np.float32)
+        inv_gains[~coded] = np.frombuffer(data, "<f4", cells - n_coded, bits_end)
+        packed = np.frombuffer(data, [("inv", "<f4"), ("step", "<u2"), ("step_hi", "u1")], n_coded,
+                               bits_end + 4 * (cells - n_coded))
+        inv_gains[coded] = packed["inv"]
+        steps = np.zeros((levels, channels), np.int64)
+        steps[coded] = packed["step"].astype(np.int64) | (packed["step_hi"].astype(np.int64) << 16)
+        knots = np.empty((channels, q + 1), np.int64)
+        pos = cells_end
+        for c in range(channels):
+            if len(data) < pos + 4:
+                raise CodecError(f"entropy.bin truncated at the knots of channel {c}")
+            knots[c, 0] = struct.unpack_from("<i", data, pos)[0]
+            deltas, pos = decode_varints(data, pos + 4, q)
+            knots[c, 1:] = knots[c, 0] + np.cumsum(deltas)
+        mask = reachable_mask(coded, k)
+        count = int(mask.sum())
+        if len(data) != pos + count:
+            raise CodecError(f"entropy.bin has {len(data) - pos - count} byte(s) more than its "
+                             "parameters need" if len(data) > pos + count
+                             else "entropy.bin truncated inside the context parameters")
+        params = np.full((levels, channels, k), NEUTRAL_PARAM, np.int64)
+        params[mask] = np.frombuffer(data, np.uint8, count, pos)  # level, channel, context order
+        return cls.from_parameters(inv_gains, steps, knots, coded, params, grid, precision)
+
 
     # -- numpy helpers for the encoder's rate control --
 

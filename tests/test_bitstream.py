@@ -296,21 +296,23 @@ def test_vectors_decode_to_expected_values():
     for row, expected in zip(m.tables, desc["model"]["tables"]):
         for t, e in zip(row, expected):
             assert t.lo == e["lo"] and (t.degenerate if e["freqs"] is None else list(t.freqs) == e["freqs"])
-    ctx_desc = desc["context_model"]
-    ctx_bytes = (VECTORS / ctx_desc["entropy_bin"]).read_bytes()
-    cm = EntropyModel.from_bytes(ctx_bytes)
-    assert ctx_bytes[4] == 2 and cm.to_bytes() == ctx_bytes
-    assert (cm.levels, cm.channels, list(cm.grid), cm.precision, cm.contexts) == tuple(
-        ctx_desc[k] for k in ("levels", "channels", "grid", "precision", "contexts"))
-    np.testing.assert_array_equal(cm.inv_gains, np.array(ctx_desc["inv_gains"], np.float32))
-    for row, expected in zip(cm.context_tables, ctx_desc["tables"]):
-        for ctx, e in zip(row, expected):
-            assert len(ctx) == cm.contexts and all(t.lo == e["lo"] for t in ctx)
-            if e["freqs"] is None:
-                assert all(t.degenerate for t in ctx)
-            else:
-                assert [list(t.freqs) for t in ctx] == e["freqs"]
-    models = {desc["entropy_bin"]: m, ctx_desc["entropy_bin"]: cm}
+    models = {desc["entropy_bin"]: m}
+    for key, version in (("context_model", 2), ("param_model", 3)):  # stored lists, derived tables
+        ctx_desc = desc[key]
+        ctx_bytes = (VECTORS / ctx_desc["entropy_bin"]).read_bytes()
+        cm = EntropyModel.from_bytes(ctx_bytes)
+        assert ctx_bytes[4] == version and cm.to_bytes() == ctx_bytes
+        assert (cm.levels, cm.channels, list(cm.grid), cm.precision, cm.contexts) == tuple(
+            ctx_desc[k] for k in ("levels", "channels", "grid", "precision", "contexts"))
+        np.testing.assert_array_equal(cm.inv_gains, np.array(ctx_desc["inv_gains"], np.float32))
+        for row, expected in zip(cm.context_tables, ctx_desc["tables"]):
+            for ctx, e in zip(row, expected):
+                assert len(ctx) == cm.contexts and all(t.lo == e["lo"] for t in ctx)
+                if e["freqs"] is None:
+                    assert all(t.degenerate for t in ctx)
+                else:
+                    assert [list(t.freqs) for t in ctx] == e["freqs"]
+        models[ctx_desc["entropy_bin"]] = cm
     kinds, used = set(), set()
     for f in desc["files"]:
         data = (VECTORS / f["file"]).read_bytes()

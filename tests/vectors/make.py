@@ -2,8 +2,9 @@
 
     python -m tests.vectors.make [--check]
 
-Two entropy models: ``entropy.bin`` (version 1, K = 1) with its files, unchanged since the format
-was introduced, and ``entropy_ctx.bin`` (version 2, K = 4 contexts) with the ``latent_ctx_*`` files.
+Three entropy models: ``entropy.bin`` (version 1, K = 1) with its files, unchanged since the format
+was introduced, ``entropy_ctx.bin`` (version 2, K = 4 contexts) with the ``latent_ctx_*`` files, and
+``entropy_param.bin`` (version 3, parametric tables) with the ``latent_param_*`` files.
 
 Everything here is deterministic (integer tables, fixed symbols, a lossless WebP), so running it
 again writes the same bytes; ``--check`` only compares and exits 1 on a difference (the test
@@ -77,6 +78,55 @@ def vector_context_model() -> EntropyModel:
     return EntropyModel(inv_gains, rows, CTX_GRID)
 
 
+# the parametric model (entropy_param.bin, version 3): the context model's shape, Q segments, and
+# knots with a repeated value (a point mass) and a wide step (a 3-byte varint)
+PARAM_SEGMENTS = 8
+
+
+def vector_param_model() -> EntropyModel:
+    """L=3, C=6, 2x3 grid, K=4 contexts at precision 14, tables derived from parameters
+    (entropy.bin version 3): the degenerate cells of the context model, knots per channel (units
+    2**-12) with a point mass on channel 2 and a step of 20,000 units on channel 4, steps per cell,
+    and every parameter byte different across a cell's contexts."""
+    rng = np.random.default_rng(5)
+    coded = np.ones((CTX_LEVELS, CTX_CHANNELS), bool)
+    for level, c in CTX_DEGENERATE:
+        coded[level, c] = False
+    knots = np.sort(np.rint(rng.laplace(0, 3000, (CTX_CHANNELS, PARAM_SEGMENTS + 1))).astype(np.int64), axis=1)
+    knots[2, 3:6] = knots[2, 3]
+    knots[4, -1] = knots[4, -2] + 20000
+    steps = np.rint(np.array([[2.0 ** (16 - level) * (0.6 + c / 10) for c in range(CTX_CHANNELS)]
+                              for level in range(CTX_LEVELS)])).astype(np.int64)
+    params = rng.integers(0, 256, (CTX_LEVELS, CTX_CHANNELS, CTX_K))
+    params[0, 1] = [0x87, 0x00, 0xFF, 0x3C]  # neutral, coolest with the zero least likely, hottest ...
+    inv_gains = np.array([[1.25 ** -level * (0.8 + c / 20) for c in range(CTX_CHANNELS)]
+                          for level in range(CTX_LEVELS)], dtype=np.float32)
+    return EntropyModel.from_parameters(inv_gains, steps, knots, coded, params, CTX_GRID, CTX_PRECISION)
+
+
+def _bad_param_entropy_bins(good: bytes) -> dict[str, tuple[bytes, str]]:
+    """Version-3 entropy.bin files a reader must refuse, with a substring of the reference error."""
+    cells = CTX_LEVELS * CTX_CHANNELS
+    bits = 17
+    coded = cells - len(CTX_DEGENERATE)
+    first_step = bits + (cells + 7) // 8 + 4 * len(CTX_DEGENERATE) + 4  # the first coded cell's step
+    knots = first_step - 4 + 7 * coded
+    zero_step = bytearray(good)
+    zero_step[first_step : first_step + 3] = bytes(3)
+    padding = bytearray(good)
+    padding[bits + (cells + 7) // 8 - 1] |= 0x80  # bit 23 of the map: past its 18 cells
+    overlong = bytearray(good)
+    overlong[knots + 4 : knots + 5] = b"\x80\x00"  # the first varint as 2 bytes, the last 0
+    return {
+        "bad_entropy_param_segments.bin": (good[:15] + b"\x00\x00" + good[17:], "CDF segments (allowed 1..4096)"),
+        "bad_entropy_param_padding.bin": (bytes(padding), "padding bits after the coded map"),
+        "bad_entropy_param_step.bin": (bytes(zero_step), "has the step 0"),
+        "bad_entropy_param_overlong.bin": (bytes(overlong), "overlong knot step"),
+        "bad_entropy_param_truncated.bin": (good[:-1], "truncated inside the context parameters"),
+        "bad_entropy_param_trailing.bin": (good + b"\x00", "more than its parameters need"),
+    }
+
+
 def _reachable(model: EntropyModel, level: int) -> set[tuple[int, int, int]]:
     """(channel, context, symbol) for every coded channel, every context it can have (given the
     number m of coded channels before it) and both ends of its support."""
@@ -113,19 +163,19 @@ def _covering_extremes(model: EntropyModel, level: int, seed: int) -> list[np.nd
     return chosen
 
 
-def _context_latent_cases(model: EntropyModel) -> list[tuple[str, int, np.ndarray, tuple | None]]:
+def _context_latent_cases(model: EntropyModel, prefix: str = "latent_ctx") -> list[tuple[str, int, np.ndarray, tuple | None]]:
     rng = np.random.default_rng(77)
     cases = []
     for level in range(CTX_LEVELS):  # spread varying by position, as in real latents
         scale = rng.choice([0.3, 2.5], size=(*model.grid, 1))
         s, _ = model.clip(level, np.rint(rng.standard_normal(model.shape) * scale).astype(np.int32))
-        cases.append((f"latent_ctx_level{level}.bin", level, s, None))
-    cases.append(("latent_ctx_zeros.bin", 1, model.clip(1, np.zeros(model.shape, np.int32))[0], None))
+        cases.append((f"{prefix}_level{level}.bin", level, s, None))
+    cases.append((f"{prefix}_zeros.bin", 1, model.clip(1, np.zeros(model.shape, np.int32))[0], None))
     for level in range(CTX_LEVELS):
         for i, s in enumerate(_covering_extremes(model, level, 100 + level)):
-            cases.append((f"latent_ctx_extremes_l{level}_{i}.bin", level, s, None))
+            cases.append((f"{prefix}_extremes_l{level}_{i}.bin", level, s, None))
     s, _ = model.clip(2, rng.integers(-3, 4, model.shape))
-    cases.append(("latent_ctx_size.bin", 2, s, (1920, 1080)))
+    cases.append((f"{prefix}_size.bin", 2, s, (1920, 1080)))
     return cases
 
 
@@ -324,6 +374,18 @@ def build() -> tuple[dict[str, bytes], dict]:
     for name, (data, error) in _bad_context_entropy_bins(files["entropy_ctx.bin"]).items():
         files[name] = data
         bad_entropy.append({"file": name, "error": error})
+    param_model = vector_param_model()
+    files["entropy_param.bin"] = param_model.to_bytes()
+    for name, level, symbols, size in _context_latent_cases(param_model, "latent_param"):
+        files[name] = bitstream.pack_latent(symbols, level, param_model, MODEL_ID, size=size)
+        described.append({"file": name, "kind": "latent", "entropy_bin": "entropy_param.bin", "level": level,
+                          "size": size and list(size), "symbols": symbols.tolist(),
+                          "contexts": param_model.contexts_of(level, symbols).tolist(),
+                          "latent": param_model.dequantize(level, symbols).tolist()})
+    for name, (data, error) in _bad_param_entropy_bins(files["entropy_param.bin"]).items():
+        files[name] = data
+        bad_entropy.append({"file": name, "error": error})
+    steps, knots, coded, params = param_model._parameters
     description = {
         "model_id": MODEL_ID.hex(),
         "model_id_prefix": bitstream.model_id_prefix(MODEL_ID),
@@ -333,6 +395,10 @@ def build() -> tuple[dict[str, bytes], dict]:
                   "tables": [[{"lo": t.lo, "freqs": list(t.freqs) if not t.degenerate else None}
                               for t in row] for row in model.tables]},
         "context_model": _describe_context_model(ctx_model, "entropy_ctx.bin"),
+        # the derived tables of every (level, channel, context), and what they are derived from
+        "param_model": {**_describe_context_model(param_model, "entropy_param.bin"), "segments": PARAM_SEGMENTS,
+                        "steps": steps.tolist(), "knots": knots.tolist(), "coded": coded.astype(int).tolist(),
+                        "params": params.tolist()},
         "coder": _coder_cases(),
         "headers": _header_cases(),
         "files": described,
