@@ -382,16 +382,154 @@ def _spec_crc8(data, crc=0):
     return crc
 
 
-def _spec_entropy_bin(data):
-    """docs/bitstream.md section 6, versions 1 and 2: (gains, tables, K, (H, W)) with
-    tables[level][c] = (lo, None for a degenerate table or the K frequency rows, p); an
-    AssertionError for anything a reader must refuse."""
+def _spec_from_counts(counts, p):
+    """Section 3, from_counts (n >= 2): integer only, the missing units to the largest remainders."""
+    n, total, s = len(counts), 1 << p, sum(counts)
+    if s == 0:
+        return [total // n + (1 if i < total % n else 0) for i in range(n)]
+    freqs = [1 + c * (total - n) // s for c in counts]
+    remainders = [c * (total - n) % s for c in counts]
+    for i in sorted(range(n), key=lambda i: (-remainders[i], i))[: total - sum(freqs)]:  # ties: smaller i
+        freqs[i] += 1
+    return freqs
+
+
+_SPEC_LOG2 = (34219, 35734, 37316, 38968, 40694, 42495, 44377, 46341, 48393, 50536, 52773, 55109, 57549, 60097, 62758)
+_SPEC_ALPHA = (5, 6, 7, 8, 9, 10, 12, 14, 16, 19, 22, 26, 30, 35, 41, 48)
+_SPEC_ZERO = (-28, -24, -20, -16, -12, -8, -4, 0, 4, 8, 12, 16, 20, 24, 28, 32)
+_SPEC_POW = (1073741824, 1028218693, 984625594, 942880699, 902905651, 864625413, 827968132, 792865000,
+             759250125, 727060411, 696235434, 666717336, 638450708, 611382493, 585461881, 560640218)
+
+
+def _spec_support(knots, s):
+    """Section 6, "Deriving the table", step 1: (lo, hi) of a coded cell with step s."""
+    x = [v * 16 for v in knots]
+    return (2 * x[0] + s) // (2 * s) - 1, (2 * x[-1] + s) // (2 * s) + 1
+
+
+def _spec_derive(knots, s, p, param):
+    """Section 6, "Deriving the table of a coded cell", steps 2-7: the frequencies of lo..hi."""
+    x = [v * 16 for v in knots]  # step 1: units of 2^-16
+    q = len(x) - 1
+    lo, hi = _spec_support(knots, s)
+
+    def cdf(e):  # step 2
+        if e < x[0]:
+            return 0
+        if e >= x[q]:
+            return q * 2**16
+        i = max(j for j in range(q + 1) if x[j] <= e)
+        return i * 2**16 + ((e - x[i]) * 2**16) // (x[i + 1] - x[i])
+
+    def edge(v):  # step 3: the lower edge of v
+        return ((2 * v - 1) * s) // 2
+
+    masses = ([cdf(edge(lo + 1))] + [cdf(edge(v + 1)) - cdf(edge(v)) for v in range(lo + 1, hi)]
+              + [q * 2**16 - cdf(edge(hi))])
+
+    def lg(v):  # step 4
+        b = v.bit_length() - 1
+        u = v * 2 ** (15 - b) if b <= 15 else v // 2 ** (b - 15)
+        return 16 * b + sum(1 for t in _SPEC_LOG2 if t <= u)
+
+    lengths = [lg(q * 2**16 + 1) - lg(m + 1) for m in masses]
+    t = [(_SPEC_ALPHA[param >> 4] * length) // 16 for length in lengths]  # step 5
+    if lo <= 0 <= hi:
+        t[0 - lo] -= _SPEC_ZERO[param & 15]
+    t = [v - min(t) for v in t]
+    weights = [_SPEC_POW[v & 15] // 2 ** (v >> 4) if v >> 4 <= 30 else 0 for v in t]  # step 6
+    return _spec_from_counts(weights, p)  # step 7
+
+
+def _spec_parametric(data, p, levels, channels):
+    """Section 6, version 3 (after the 14-byte header): (gains, tables, K) as _spec_entropy_bin;
+    a context a cell cannot have is not stored and gets None for its row."""
     import struct
 
-    assert len(data) >= 14 and data[:4] == b"GCEM" and data[4] in (1, 2)
+    assert len(data) >= 17
+    k, q = data[14], struct.unpack_from("<H", data, 15)[0]
+    assert 1 <= k <= 64 and 1 <= q <= 4096
+    cells = levels * channels
+    pos = 17 + (cells + 7) // 8
+    assert len(data) >= pos
+    bits = [(data[17 + (i >> 3)] >> (i & 7)) & 1 for i in range(8 * ((cells + 7) // 8))]
+    assert not any(bits[cells:])  # the padding bits are 0
+    coded = [bit == 1 for bit in bits[:cells]]
+    n_coded = sum(coded)
+    assert len(data) >= pos + 4 * (cells - n_coded) + 7 * n_coded
+    gains, steps = [0.0] * cells, [0] * cells
+    for i in range(cells):  # the cells NOT coded, level-major
+        if not coded[i]:
+            gains[i] = struct.unpack_from("<f", data, pos)[0]
+            pos += 4
+    for i in range(cells):  # then every coded cell: inv_gain, step (uint16, then its high byte)
+        if coded[i]:
+            gains[i] = struct.unpack_from("<f", data, pos)[0]
+            steps[i] = struct.unpack_from("<H", data, pos + 4)[0] + (data[pos + 6] << 16)
+            pos += 7
+            assert 1 <= steps[i] <= 2**24 - 1
+    gains = np.array(gains, np.float32).reshape(levels, channels)
+    assert np.all(np.isfinite(gains)) and np.all(gains > 0)
+    knots = []
+    for _ in range(channels):
+        assert len(data) >= pos + 4
+        x = [struct.unpack_from("<i", data, pos)[0]]
+        pos += 4
+        for _ in range(q):  # unsigned LEB128, at most 3 bytes, never overlong
+            value = 0
+            for length in range(3):
+                assert pos < len(data)
+                byte = data[pos]
+                pos += 1
+                value |= (byte & 0x7F) << (7 * length)
+                if byte < 0x80:
+                    assert not (byte == 0 and length > 0)
+                    break
+            else:
+                raise AssertionError("a knot step longer than 3 bytes")
+            x.append(x[-1] + value)
+        assert all(abs(v) <= 2**27 for v in x)
+        knots.append(x)
+    params = {}
+    for level in range(levels):
+        m = 0  # coded channels before c at this level (section 4)
+        for c in range(channels):
+            if coded[level * channels + c]:
+                for kappa in sorted({0} if m == 0 else {min(k - 1, (k * z) // m) for z in range(m + 1)}):
+                    assert pos < len(data)
+                    params[level, c, kappa] = data[pos]
+                    pos += 1
+                m += 1
+    assert pos == len(data)
+    tables = []
+    for level in range(levels):
+        tables.append([])
+        for c in range(channels):
+            s = steps[level * channels + c]
+            if not coded[level * channels + c]:
+                tables[-1].append((0, None, p))  # the degenerate table {0} at every context
+                continue
+            lo, hi = _spec_support(knots[c], s)
+            assert -32768 <= lo and hi <= 32767 and hi - lo + 1 <= min(2**p, 65535)
+            rows = [_spec_derive(knots[c], s, p, params[level, c, kappa]) if (level, c, kappa) in params else None
+                    for kappa in range(k)]
+            tables[-1].append((lo, rows, p))
+    return gains, tables, k
+
+
+def _spec_entropy_bin(data):
+    """docs/bitstream.md section 6, versions 1, 2 and 3: (gains, tables, K, (H, W)) with
+    tables[level][c] = (lo, None for a degenerate table or the K frequency rows, p) (version 3: the
+    rows derived, None at a context the cell cannot have); an AssertionError for anything a reader
+    must refuse."""
+    import struct
+
+    assert len(data) >= 14 and data[:4] == b"GCEM" and data[4] in (1, 2, 3)
     version, p, levels, channels, h, w = data[4], data[5], *struct.unpack_from("<HHHH", data, 6)
     assert 1 <= p <= 16 and 1 <= levels <= 256 and 1 <= channels <= 4096
-    assert 1 <= h <= 1024 and 1 <= w <= 1024 and h * w * channels <= 1 << 20
+    assert 1 <= h <= 1024 and 1 <= w <= 1024 and h * w * channels <= 1 << 22
+    if version == 3:
+        return (*_spec_parametric(data, p, levels, channels), (h, w))
     pos, k = 14, 1
     if version == 2:
         assert len(data) >= 15
@@ -474,6 +612,7 @@ def _spec_decode_latent(data, model_id, entropy_bin, grid=None):
                 symbols[pos // w, pos % w, c] = lo
                 continue
             kappa = 0 if m == 0 else min(k - 1, k * z[pos] // m)
+            assert rows[kappa] is not None  # version 3 stores (and derives) every context a cell can have
             symbols[pos // w, pos % w, c] = decode(lo, rows[kappa], p)
         if rows is not None:
             z = [zp + (symbols[pos // w, pos % w, c] != 0) for pos, zp in enumerate(z)]
@@ -499,11 +638,23 @@ def test_spec_decoder_agrees_on_the_vectors():
             with pytest.raises(AssertionError):
                 _spec_decode_latent((VECTORS / f["file"]).read_bytes(), model_id,
                                     (VECTORS / f["entropy_bin"]).read_bytes())
-    assert decoded == {1, 2}  # both entropy.bin versions
+    assert decoded == {1, 2, 3}  # every entropy.bin version
     ctx = desc["context_model"]
     _, tables, k, grid = _spec_entropy_bin((VECTORS / ctx["entropy_bin"]).read_bytes())
     assert (k, list(grid)) == (ctx["contexts"], ctx["grid"])
     assert [[{"lo": lo, "freqs": rows} for lo, rows, _ in row] for row in tables] == ctx["tables"]
+    param = desc["param_model"]  # version 3: the derived tables, table by table
+    gains, tables, k, grid = _spec_entropy_bin((VECTORS / param["entropy_bin"]).read_bytes())
+    assert (k, list(grid), tables[0][0][2]) == (param["contexts"], param["grid"], param["precision"])
+    np.testing.assert_array_equal(gains, np.array(param["inv_gains"], np.float32))
+    derived = 0
+    for level, (row, expected) in enumerate(zip(tables, param["tables"], strict=True)):
+        for c, ((lo, rows, _), e) in enumerate(zip(row, expected, strict=True)):
+            assert lo == e["lo"] and (rows is None) == (e["freqs"] is None) == (not param["coded"][level][c])
+            for kappa, freqs in enumerate(rows or []):  # contexts the cell cannot have are not stored
+                assert freqs is None or freqs == e["freqs"][kappa], (level, c, kappa)
+                derived += freqs is not None
+    assert derived > sum(map(sum, param["coded"]))  # contexts beyond 0 are derived too
     for b in desc["bad_entropy_bins"]:  # what section 6 says a reader refuses
         with pytest.raises(AssertionError):
             _spec_entropy_bin((VECTORS / b["file"]).read_bytes())

@@ -78,6 +78,27 @@ def python_parse_entropy(data: bytes) -> dict:
     return {"levels": m.levels, "channels": m.channels, "grid": list(m.grid), "contexts": m.contexts}
 
 
+def python_describe_entropy(data: bytes) -> dict:
+    """An entropy.bin in full as the Python reference reads it, in the terms of the node script's
+    describe() (every table; a version-3 model's stored parameters as vectors.json lays them out)."""
+    try:
+        m = EntropyModel.from_bytes(data)
+    except CodecError as exc:
+        return {"error": str(exc)}
+    out = {
+        "levels": m.levels, "channels": m.channels, "grid": list(m.grid), "precision": m.precision,
+        "contexts": m.contexts, "inv_gains": m.inv_gains.tolist(),
+        "tables": [[{"lo": t.lo, "freqs": None if t.degenerate else list(t.freqs)} for t in row] for row in m.tables],
+        "context_tables": [[{"lo": ctx[0].lo, "freqs": None if ctx[0].degenerate else [list(t.freqs) for t in ctx]}
+                            for ctx in row] for row in m.context_tables],
+    }
+    if m._parameters is not None:  # version 3
+        steps, knots, coded, params = m._parameters
+        out.update(segments=knots.shape[1] - 1, steps=steps.tolist(), knots=knots.tolist(),
+                   coded=coded.astype(int).tolist(), params=params.tolist())
+    return out
+
+
 # -- the JS entropy decoder and file reader under node ----------------------------------------------
 
 def test_js_parses_entropy_bin_like_python(js, vectors):
@@ -104,6 +125,27 @@ def test_js_parses_context_entropy_bin_like_python(js, vectors):
     python = EntropyModel.from_bytes((VECTORS / expected["entropy_bin"]).read_bytes())
     assert [[{"lo": ctx[0].lo, "freqs": None if ctx[0].degenerate else [list(t.freqs) for t in ctx]}
              for ctx in row] for row in python.context_tables] == model["context_tables"]
+
+
+def test_js_parses_param_entropy_bin_like_python(js, vectors):
+    """entropy.bin version 3: the K context tables of every (level, channel) derived from the stored
+    integers (knots, steps, coded map, parameter bytes), compared table by table."""
+    expected = vectors["param_model"]
+    data = (VECTORS / expected["entropy_bin"]).read_bytes()
+    model = js["models"][expected["entropy_bin"]]
+    assert data[4] == 3 and expected["contexts"] > 1
+    for key in ("levels", "channels", "grid", "precision", "contexts", "segments", "steps", "knots", "coded", "params"):
+        assert model[key] == expected[key], key
+    np.testing.assert_array_equal(np.float32(model["inv_gains"]), np.float32(expected["inv_gains"]))
+    assert len(model["context_tables"]) == len(expected["tables"]) == expected["levels"]
+    for level, (got_row, want_row) in enumerate(zip(model["context_tables"], expected["tables"])):
+        assert len(got_row) == len(want_row) == expected["channels"]
+        for c, (got, want) in enumerate(zip(got_row, want_row)):
+            assert got == want, (level, c)
+            assert (want["freqs"] is None) == (not expected["coded"][level][c]), (level, c)
+    assert model["tables"] == [[{"lo": t["lo"], "freqs": t["freqs"] and t["freqs"][0]} for t in row]
+                               for row in expected["tables"]]
+    assert_same_description(model, python_describe_entropy(data), expected["entropy_bin"])
 
 
 def test_js_reads_the_header_known_answers(js, vectors):
@@ -148,13 +190,14 @@ def test_js_decodes_every_vector_file(js, vectors):
             assert [got["height"], got["width"]] == list(np.shape(want["rgb"])[:2]), name
     assert bitstream.model_id_prefix(model_id) == vectors["model_id_prefix"]
     assert {f.get("entropy_bin") for f in vectors["files"] if f["kind"] == "latent"} == {
-        vectors["entropy_bin"], vectors["context_model"]["entropy_bin"]}  # both models are exercised
+        vectors["entropy_bin"], vectors["context_model"]["entropy_bin"],
+        vectors["param_model"]["entropy_bin"]}  # every model (entropy.bin versions 1, 2 and 3) is exercised
 
 
 def test_js_agrees_with_python_on_mutated_files(vectors, tmp_path):
     """Random damage to the valid files (most with the CRC fixed up, so the range decoder sees
     hostile payloads): node and Python decode the same symbols or refuse with the same message.
-    Files of both vector models (K = 1 and the context model)."""
+    Files of all three vector models (K = 1, the context model and the parametric one)."""
     rng = np.random.default_rng(13)
     model_id = bytes.fromhex(vectors["model_id"])
     sources = [((VECTORS / f["file"]).read_bytes(), f["entropy_bin"]) for f in vectors["files"]
@@ -248,6 +291,111 @@ def test_js_refuses_bad_entropy_bin_like_python(tmp_path):
     for g, b in zip(out["bad_entropy_bins"], bad):
         want = python_parse_entropy((VECTORS / b["file"]).read_bytes())
         assert b["error"] in want["error"] and g.get("error") == want["error"], b["file"]
+
+
+def assert_same_description(got: dict, want: dict, name: str) -> None:
+    """The node script's describe() of an entropy.bin equals python_describe_entropy's (the inverse
+    gains as float32: JSON writes a large integral float as an integer)."""
+    got = {k: v for k, v in got.items() if k != "file"}
+    if "inv_gains" in want and "inv_gains" in got:
+        np.testing.assert_array_equal(np.float32(got.pop("inv_gains")), np.float32(want["inv_gains"]), name)
+        want = {k: v for k, v in want.items() if k != "inv_gains"}
+    assert got == want, name
+
+
+def _param_layout(data: bytes) -> dict:
+    """Where the fields of a version-3 entropy.bin start (docs/bitstream.md section 6)."""
+    levels, channels = struct.unpack_from("<HH", data, 6)
+    cells = levels * channels
+    coded = sum(bin(b).count("1") for b in data[17 : 17 + (cells + 7) // 8])
+    gains = 17 + (cells + 7) // 8
+    steps = gains + 4 * (cells - coded)
+    return {"map": 17, "gains": gains, "cells": steps, "knots": steps + 7 * coded}
+
+
+def test_js_refuses_bad_param_entropy_bin_like_python(tmp_path):
+    """Version 3: every field out of range, every truncation: node refuses with Python's message
+    (or, for the few edits that leave a valid file, derives the same tables)."""
+    good = (VECTORS / "entropy_param.bin").read_bytes()  # L = 3, C = 6, K = 4, Q = 8, precision 14
+    at = _param_layout(good)
+    assert good[4] == 3 and good[14] == 4 and struct.unpack_from("<H", good, 15)[0] == 8
+    first_step = at["cells"] + 4  # the step of the first coded cell, after its inverse gain
+    knots = at["knots"]
+    cases = {
+        "no_counts": good[:16],
+        "k0": good[:14] + b"\x00" + good[15:],
+        "k65": good[:14] + b"\x41" + good[15:],
+        "k1": good[:14] + b"\x01" + good[15:],  # fewer reachable contexts: bytes left over
+        "k8": good[:14] + b"\x08" + good[15:],
+        "q0": good[:15] + struct.pack("<H", 0) + good[17:],
+        "q4097": good[:15] + struct.pack("<H", 4097) + good[17:],
+        "q7": good[:15] + struct.pack("<H", 7) + good[17:],
+        "q9": good[:15] + struct.pack("<H", 9) + good[17:],
+        "map_truncated": good[: at["map"] + 1],
+        "padding": good[: at["gains"] - 1] + bytes([good[at["gains"] - 1] | 0x80]) + good[at["gains"] :],
+        "map_one_more": good[: at["map"]] + bytes([good[at["map"]] ^ 1]) + good[at["map"] + 1 :],
+        "gains_truncated": good[: at["gains"] + 5],
+        "cells_truncated": good[: knots - 1],
+        "gain_nan": good[: at["gains"]] + struct.pack("<f", float("nan")) + good[at["gains"] + 4 :],
+        "gain_zero": good[: at["gains"]] + bytes(4) + good[at["gains"] + 4 :],
+        "coded_gain_negative": good[: at["cells"]] + struct.pack("<f", -1.0) + good[at["cells"] + 4 :],
+        "coded_gain_inf": good[: at["cells"]] + struct.pack("<f", float("inf")) + good[at["cells"] + 4 :],
+        "step_0": good[:first_step] + bytes(3) + good[first_step + 3 :],
+        "step_1": good[:first_step] + b"\x01\x00\x00" + good[first_step + 3 :],  # support beyond int16
+        "step_max": good[:first_step] + b"\xff\xff\xff" + good[first_step + 3 :],  # valid: 3 symbols
+        "step_high_byte": good[: first_step + 2] + b"\x01" + good[first_step + 3 :],
+        "knots_truncated": good[: knots + 3],
+        "varint_truncated": good[: knots + 5],
+        "knot_beyond": good[:knots] + struct.pack("<i", -(1 << 27) - 1) + good[knots + 4 :],
+        "knot_at_limit": good[:knots] + struct.pack("<i", -(1 << 27)) + good[knots + 4 :],
+        "knot_step_4_bytes": good[: knots + 4] + b"\x80\x80\x80\x01" + good[knots + 5 :],
+        "knot_step_overlong": good[: knots + 4] + b"\x81\x00" + good[knots + 5 :],
+        "knot_step_3_bytes": good[: knots + 4] + b"\x81\x80\x01" + good[knots + 5 :],
+        "params_truncated": good[:-1],
+        "trailing": good + b"\x87",
+        "version_2": good[:4] + b"\x02" + good[5:],
+        "precision_8": good[:5] + b"\x08" + good[6:],  # fewer symbols allowed than the support has
+        "precision_16": good[:5] + b"\x10" + good[6:],
+        "precision_1": good[:5] + b"\x01" + good[6:],  # 2 symbols at most: every support is too wide
+        "precision_17": good[:5] + b"\x11" + good[6:],
+    }
+    cases.update({f"prefix_{n}": good[:n] for n in range(len(good))})
+    paths = []
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        paths.append(tmp_path / name)
+    out = run_node("--describe", *paths)["described"]
+    assert len(out) == len(paths)
+    valid = set()
+    for path, g in zip(paths, out):
+        want = python_describe_entropy(path.read_bytes())
+        assert_same_description(g, want, path.name)
+        if "error" not in want:
+            valid.add(path.name)
+    assert valid == {"step_max", "step_high_byte", "knot_step_3_bytes", "precision_8", "precision_16"}
+
+
+def test_js_derives_mutated_param_tables_like_python(tmp_path):
+    """Random edits of the stored integers of a version-3 entropy.bin (steps, knots, parameter
+    bytes, coded map): node derives exactly Python's tables, or refuses with its message."""
+    good = (VECTORS / "entropy_param.bin").read_bytes()
+    at = _param_layout(good)
+    rng = np.random.default_rng(31)
+    paths, edited_valid = [], 0
+    for i in range(300):
+        data = bytearray(good)
+        for _ in range(rng.integers(1, 4)):
+            pos = int(rng.integers(at["map"] if i % 10 == 0 else at["cells"], len(data)))
+            data[pos] = int(rng.integers(0, 256)) if i % 3 else data[pos] ^ (1 << int(rng.integers(0, 8)))
+        path = tmp_path / f"p{i}.bin"
+        path.write_bytes(bytes(data))
+        paths.append(path)
+    out = run_node("--describe", *paths)["described"]
+    for path, g in zip(paths, out):
+        want = python_describe_entropy(path.read_bytes())
+        assert_same_description(g, want, path.name)
+        edited_valid += "error" not in want and path.read_bytes() != good
+    assert edited_valid >= 100  # most edits (parameter bytes, steps, knots) leave a valid, different model
 
 
 def test_js_and_python_refuse_bad_gains_in_version_2(tmp_path):

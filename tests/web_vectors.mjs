@@ -1,12 +1,14 @@
 // Run the browser decoder's pure part (demo/web/decoder.js) over tests/vectors/ under node and
 // print what it decoded as JSON; tests/test_web.py compares that with vectors.json.
 //
-//     node tests/web_vectors.mjs tests/vectors [--model NAME] [--files F...] [--entropy E...]
+//     node tests/web_vectors.mjs tests/vectors [--model NAME] [--files F...] [--entropy E...] [--describe D...]
 //
 // --files: more latent.bin files to decode (e.g. mutated ones), with the vectors' default model
 // or the entropy.bin NAME (in the vectors directory) of the last --model before them;
-// --entropy: more entropy.bin files to parse. Their results are in "extra" / "entropy"; the
-// vectors' own entropy.bin files are in "models", their bad ones in "bad_entropy_bins".
+// --entropy: more entropy.bin files to parse; --describe: more entropy.bin files to parse and
+// describe in full (every table, as "models" does). Their results are in "extra" / "entropy" /
+// "described"; the vectors' own entropy.bin files are in "models" (the stored parameters of a
+// version-3 one included), their bad ones in "bad_entropy_bins".
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -16,7 +18,7 @@ import {
 
 const dir = process.argv[2];
 const vectors = JSON.parse(readFileSync(join(dir, 'vectors.json'), 'utf8'));
-const lists = { '--files': [], '--entropy': [] };
+const lists = { '--files': [], '--entropy': [], '--describe': [] };
 let current = null;
 let modelName = vectors.entropy_bin;
 let expectModel = false;
@@ -49,7 +51,7 @@ const modelFor = (name) => {
 const fileModel = (f) => f.entropy_bin || vectors.entropy_bin;
 
 function describe(m) {
-  return {
+  const described = {
     levels: m.levels,
     channels: m.channels,
     grid: m.grid,
@@ -61,11 +63,23 @@ function describe(m) {
       lo: ctx[0].lo, freqs: ctx[0].degenerate ? null : ctx.map((t) => t.freqs),
     }))),
   };
+  if (m._parameters) { // version 3: what the tables were derived from, in vectors.json's layout
+    const { steps, knots, coded, params } = m._parameters;
+    const chunks = (flat, size) => Array.from({ length: flat.length / size }, (_, i) => flat.slice(i * size, (i + 1) * size));
+    Object.assign(described, {
+      segments: knots[0].length - 1,
+      steps: chunks(steps, m.channels),
+      knots,
+      coded: chunks(coded.map(Number), m.channels),
+      params: chunks(chunks(params, m.contexts), m.channels),
+    });
+  }
+  return described;
 }
 
 const modelId = hexToBytes(vectors.model_id);
 const names = new Set([vectors.entropy_bin, ...vectors.files.map(fileModel)]);
-if (vectors.context_model) names.add(vectors.context_model.entropy_bin);
+for (const key of ['context_model', 'param_model']) if (vectors[key]) names.add(vectors[key].entropy_bin);
 for (const { model } of lists['--files']) names.add(model);
 const out = {
   crc_check: crc8(new TextEncoder().encode('123456789')),
@@ -88,6 +102,9 @@ const out = {
   extra: lists['--files'].map(({ path, model }) => ({ file: path, ...decodeFile(readPath(path), modelFor(model)) })),
   bad_entropy_bins: (vectors.bad_entropy_bins || []).map((b) => parseEntropy(join(dir, b.file), b.file)),
   entropy: lists['--entropy'].map(({ path }) => parseEntropy(path, path)),
+  described: lists['--describe'].map(({ path }) => ({
+    file: path, ...attempt(() => describe(EntropyModel.fromBytes(readPath(path)))),
+  })),
 };
 
 function parseEntropy(path, name) {

@@ -2,10 +2,12 @@
 //
 // A second implementation of the decoder, written from docs/bitstream.md: the entropy decoder
 // below mirrors runtime/entropy.py (FrequencyTable, RangeDecoder, contexts, EntropyModel with
-// entropy.bin versions 1 and 2) and the file reader mirrors runtime/bitstream.py (read_header,
-// unpack_latent, unpack_image), name for name, with the same checks in the same order and the
-// same error messages. Everything between the bytes of a file and the decoded symbols is integer
-// arithmetic on Numbers (every value < 2^33, so exact); the symbols are then dequantized in
+// entropy.bin versions 1, 2 and 3, the parametric tables) and the file reader mirrors
+// runtime/bitstream.py (read_header, unpack_latent, unpack_image), name for name, with the same
+// checks in the same order and the same error messages. Everything between the bytes of a file and
+// the decoded symbols is integer arithmetic on Numbers (every value of the coder < 2^33, of a
+// version-3 table's derivation < 2^53, so exact: floor division is Math.floor(a / b), never the
+// 32-bit operators); the symbols are then dequantized in
 // float32 (Math.fround), run through the bundle's generator.onnx with onnxruntime-web (WASM, CPU)
 // and converted to uint8 exactly as runtime.images.from_unit_range does.
 //
@@ -27,7 +29,8 @@ export const TOP = 2 ** 24; // normalisation threshold: range is kept >= 2**24 b
 export const CARRY = 2 ** 32;
 
 export const ENTROPY_MAGIC = 'GCEM';
-export const ENTROPY_VERSION = 2; // version 2 has K >= 2 contexts; version 1 (K = 1) is still read
+export const ENTROPY_VERSION = 3; // the newest: parametric tables; versions 1 (K = 1) and 2 (K stored
+// frequency lists per context) are still read
 export const MAX_CONTEXTS = 64;
 export const MAX_LEVELS = 256;
 export const MAX_CHANNELS = 4096;
@@ -35,7 +38,8 @@ export const MAX_GRID_SIDE = 1024;
 export const MAX_SYMBOLS = 2 ** 22; // H * W * C
 export const MAX_ENTROPY_BYTES = 64 * 2 ** 20;
 const ENTROPY_HEADER_BYTES = 14; // magic, version, precision, L, C, H, W
-const CONTEXTS_FIELD_BYTES = 1; // version 2 only, after the header: K contexts
+const CONTEXTS_FIELD_BYTES = 1; // versions 2 and 3, after the header: K contexts
+const SEGMENTS_FIELD_BYTES = 2; // version 3, after K: Q, the CDF segments per channel (uint16)
 
 /** Integer frequencies of the symbols lo .. lo + n - 1, summing to 2**precision (n = 1: degenerate). */
 export class FrequencyTable {
@@ -47,8 +51,12 @@ export class FrequencyTable {
     if (freqs.length === 0) throw new CodecError('a frequency table needs at least one symbol');
     const total = 2 ** precision;
     if (freqs.length > 1) {
-      const min = Math.min(...freqs);
-      const sum = freqs.reduce((a, b) => a + b, 0);
+      let min = Infinity;
+      let sum = 0;
+      for (const f of freqs) {
+        if (f < min) min = f;
+        sum += f;
+      }
       if (min < 1 || sum !== total) {
         throw new CodecError(`frequencies must be >= 1 and sum to 2**${precision} (got min ${min}, sum ${sum})`);
       }
@@ -56,8 +64,9 @@ export class FrequencyTable {
     this.lo = lo;
     this.precision = precision;
     this.freqs = freqs.length > 1 ? freqs : [total];
-    const cum = [0];
-    for (const f of this.freqs) cum.push(cum[cum.length - 1] + f);
+    const cum = new Array(this.freqs.length + 1);
+    cum[0] = 0;
+    for (let i = 0; i < this.freqs.length; i++) cum[i + 1] = cum[i] + this.freqs[i];
     this.cum = cum; // cum[i] = sum of freqs[:i]; cum[n] = 2**precision
   }
 
@@ -75,6 +84,51 @@ export class FrequencyTable {
     const extra = total % n;
     const freqs = [];
     for (let i = 0; i < n; i++) freqs.push(i < extra ? base + 1 : base);
+    return new FrequencyTable(lo, freqs, precision);
+  }
+
+  /**
+   * Frequencies from nonnegative integer counts (a histogram), integer arithmetic only. With n
+   * symbols, T = 2**precision and S = sum(counts) (< 2**53): n == 1 -> degenerate, S == 0 ->
+   * uniform; else freq[i] = 1 + counts[i] * (T - n) // S, and the R = T - sum(freq) missing units
+   * go, one each, to the symbols with the largest remainders counts[i] * (T - n) % S, ties to the
+   * smaller index.
+   */
+  static fromCounts(lo, counts, precision = PRECISION) {
+    counts = Array.from(counts, Number);
+    const n = counts.length;
+    const total = 2 ** precision;
+    if (n === 0 || n > total) throw new CodecError(`a table needs 1..${total} symbols at precision ${precision}, got ${n}`);
+    if (counts.some((c) => c < 0)) throw new CodecError('counts must be nonnegative');
+    if (n === 1) return new FrequencyTable(lo, [total], precision);
+    const s = counts.reduce((a, b) => a + b, 0);
+    if (s === 0) return FrequencyTable.uniform(n, lo, precision);
+    const spare = total - n;
+    const freqs = new Array(n);
+    const remainders = new Float64Array(n);
+    let missing = total;
+    for (let i = 0; i < n; i++) {
+      const scaled = counts[i] * spare; // < 2**46 for the weights of a version-3 table: all exact
+      const quotient = Math.floor(scaled / s);
+      freqs[i] = 1 + quotient;
+      remainders[i] = scaled - quotient * s;
+      missing -= freqs[i];
+    }
+    if (missing > 0) { // largest remainder first, ties to the smaller index:
+      const threshold = remainders.slice().sort()[n - missing]; // the missing-th largest
+      for (let i = 0; i < n; i++) { // fewer than missing lie above it: each gets its unit
+        if (remainders[i] > threshold) {
+          freqs[i] += 1;
+          missing -= 1;
+        }
+      }
+      for (let i = 0; i < n && missing > 0; i++) { // the rest go to the first ones at the threshold
+        if (remainders[i] === threshold) {
+          freqs[i] += 1;
+          missing -= 1;
+        }
+      }
+    }
     return new FrequencyTable(lo, freqs, precision);
   }
 }
@@ -192,6 +246,187 @@ export function contexts(symbols, coded, k) {
   return out;
 }
 
+// --- parametric tables (entropy.bin version 3) ---
+//
+// A version-3 entropy.bin stores no frequency lists: per channel, the Q + 1 knots of a
+// piecewise-linear CDF of its latent (shared by every level), a bitmap of the coded (level,
+// channel) cells, each coded cell's quantization step, and one byte per (level, coded channel,
+// reachable context): a temperature and a zero weight. Every table is derived from these integers
+// by integer arithmetic only (docs/bitstream.md section 6): every value stays below 2^53, so
+// Numbers are exact, with Math.floor(a / b) for floor division.
+
+export const KNOT_BITS = 12; // knots are stored in units of 2**-12 of the latent
+export const EDGE_BITS = 16; // knots, edges and quantization steps are compared in units of 2**-16
+export const SEGMENT_BITS = 16; // each of the Q CDF segments holds 2**16 units of probability mass
+export const MAX_KNOT = 2 ** 27; // |knot| in units of 2**-12: keeps every product < 2**53
+export const MAX_SEGMENTS = 4096;
+export const MAX_STEP = 2 ** 24 - 1; // a coded cell's quantization step (uint24, units of 2**-16)
+export const MAX_KNOT_STEP = 2 ** 21 - 1; // a knot's step from the one before (a varint of at most 3 bytes)
+// LOG2_THRESHOLDS[i] = ceil(2**15 * 2**((i + 1) / 16)): the fractional sixteenths of log2
+export const LOG2_THRESHOLDS = [34219, 35734, 37316, 38968, 40694, 42495, 44377, 46341, 48393, 50536, 52773,
+  55109, 57549, 60097, 62758];
+// POW2_STEPS[i] = round(2**30 * 2**(-i / 16)): 2**(-t / 16) in units of 2**-30
+export const POW2_STEPS = [1073741824, 1028218693, 984625594, 942880699, 902905651, 864625413, 827968132,
+  792865000, 759250125, 727060411, 696235434, 666717336, 638450708, 611382493, 585461881, 560640218];
+// a context's parameter byte: high nibble a -> temperature ALPHA16[a] / 16, low nibble b -> the
+// zero symbol's code length shortened by ZERO16[b] / 16 bit
+export const ALPHA16 = [5, 6, 7, 8, 9, 10, 12, 14, 16, 19, 22, 26, 30, 35, 41, 48];
+export const ZERO16 = [-28, -24, -20, -16, -12, -8, -4, 0, 4, 8, 12, 16, 20, 24, 28, 32];
+export const NEUTRAL_PARAM = (ALPHA16.indexOf(16) << 4) | ZERO16.indexOf(0); // the marginal itself (0x87)
+const EDGE_SCALE = 2 ** (EDGE_BITS - KNOT_BITS);
+const SEGMENT = 2 ** SEGMENT_BITS;
+const POWERS_OF_TWO = Array.from({ length: 31 }, (_, i) => 2 ** i);
+
+/** [lo, hi] of one (level, channel): the first and last knot (units of 2**-12) divided by the
+ * cell's quantization step (units of 2**-16, >= 1) and rounded to a symbol (half up), widened by one. */
+export function parametricSupport(knotsC, step) {
+  const s = Math.max(step, 1);
+  const x0 = knotsC[0] * EDGE_SCALE;
+  const xq = knotsC[knotsC.length - 1] * EDGE_SCALE;
+  return [Math.floor((2 * x0 + s) / (2 * s)) - 1, Math.floor((2 * xq + s) / (2 * s)) + 1];
+}
+
+/** floor(16 * log2(x)) as the spec defines it for an integer 1 <= x < 2**53: 16 times the bit
+ * length minus one, plus how many LOG2_THRESHOLDS the 16-bit mantissa reaches. */
+export function log2_16(x) {
+  let b = 0; // bit_length(x) - 1
+  let y = x;
+  while (y >= 2 ** 32) {
+    y = Math.floor(y / 2 ** 32);
+    b += 32;
+  }
+  b += 31 - Math.clz32(y); // y < 2**32: clz32 is exact
+  const mant = b <= 15 ? x * 2 ** (15 - b) : Math.floor(x / 2 ** (b - 15));
+  let frac = 0;
+  while (frac < LOG2_THRESHOLDS.length && LOG2_THRESHOLDS[frac] <= mant) frac += 1;
+  return 16 * b + frac;
+}
+
+/** Probability mass of each symbol lo..hi of one (level, channel) under the channel's
+ * piecewise-linear CDF, in units of 2**-16 per segment (they sum to Q * 2**16). */
+export function marginalMasses(knotsC, step, lo, hi) {
+  const x = Array.from(knotsC, (v) => v * EDGE_SCALE);
+  const q = x.length - 1;
+  const full = q * SEGMENT;
+  const masses = new Array(hi - lo + 1);
+  let before = 0; // F at the lower edge of the symbol
+  let i = -1; // the largest i with x[i] <= e (the edges rise with k)
+  for (let k = lo + 1; k <= hi; k++) {
+    const e = Math.floor(((2 * k - 1) * step) / 2); // the lower edge of symbol k
+    while (i < q && x[i + 1] <= e) i += 1;
+    let cdf;
+    if (i < 0) cdf = 0;
+    else if (i >= q) cdf = full;
+    else cdf = i * SEGMENT + Math.floor(((e - x[i]) * SEGMENT) / (x[i + 1] - x[i]));
+    masses[k - 1 - lo] = cdf - before;
+    before = cdf;
+  }
+  masses[hi - lo] = full - before;
+  return masses;
+}
+
+/** Per parameter byte of params, the integer weights of the symbols lo.. (masses: the marginal's):
+ * 2**(-t / 16) (units 2**-30) of the tempered code length t (spec section 6). */
+export function temperedCounts(masses, lo, params) {
+  const n = masses.length;
+  const total = masses.reduce((a, b) => a + b, 0);
+  const top = log2_16(total + 1);
+  const length = masses.map((m) => top - log2_16(m + 1)); // code length in 1/16 bit, >= 0
+  const zeroAt = lo <= 0 && 0 < lo + n ? -lo : -1; // the index of the symbol 0, if in the support
+  return Array.from(params, (param) => {
+    const alpha = ALPHA16[Math.floor(param / 16)];
+    const t = new Array(n);
+    let min = Infinity;
+    for (let v = 0; v < n; v++) {
+      t[v] = Math.floor((alpha * length[v]) / 16);
+      if (v === zeroAt) t[v] -= ZERO16[param % 16];
+      if (t[v] < min) min = t[v];
+    }
+    for (let v = 0; v < n; v++) {
+      const d = t[v] - min; // >= 0, and 0 for at least one symbol
+      const shift = Math.floor(d / 16);
+      t[v] = shift <= 30 ? Math.floor(POW2_STEPS[d % 16] / POWERS_OF_TWO[shift]) : 0;
+    }
+    return t;
+  });
+}
+
+/** Per parameter byte of params, the frequencies of the symbols lo..hi of one coded (level,
+ * channel): the marginal's masses, tempered, then FrequencyTable.fromCounts. */
+export function parametricFreqs(knotsC, step, lo, hi, params, precision = PRECISION) {
+  const masses = marginalMasses(knotsC, step, lo, hi);
+  return temperedCounts(masses, lo, params).map((w) => FrequencyTable.fromCounts(lo, w, precision).freqs);
+}
+
+/** count LEB128 values from data[pos..] of at most 3 bytes each, none overlong (a last byte of 0
+ * after others): {values, pos} (the position after them). CodecError otherwise. */
+export function decodeVarints(data, pos, count) {
+  const values = new Array(count);
+  const size = data.length;
+  for (let i = 0; i < count; i++) {
+    let v = 0;
+    let scale = 1;
+    let done = false;
+    for (let length = 1; length <= 3; length++) {
+      if (pos >= size) throw new CodecError('entropy.bin truncated inside the knots');
+      const byte = data[pos];
+      pos += 1;
+      v += (byte & 0x7f) * scale;
+      scale *= 128;
+      if (byte < 0x80) {
+        if (byte === 0 && length > 1) throw new CodecError('entropy.bin: an overlong knot step');
+        done = true;
+        break;
+      }
+    }
+    if (!done) throw new CodecError('entropy.bin: a knot step longer than 3 bytes');
+    values[i] = v;
+  }
+  return { values, pos };
+}
+
+/** The contexts a channel can have when m coded channels precede it (contexts()), ascending. */
+export function reachableContexts(k, m) {
+  if (k <= 1 || m === 0) return [0];
+  const out = new Set();
+  for (let z = 0; z <= m; z++) out.add(Math.min(k - 1, Math.floor((k * z) / m)));
+  return [...out].sort((a, b) => a - b);
+}
+
+/** levels * channels * k booleans (level, channel, context order): the contexts each coded
+ * (level, channel) can have (the stored parameters); coded: levels * channels booleans. */
+export function reachableMask(coded, levels, channels, k) {
+  const mask = new Uint8Array(levels * channels * k);
+  const rows = Array.from({ length: channels }, (_, m) => reachableContexts(k, m)); // by coded channels before
+  for (let level = 0; level < levels; level++) {
+    let before = 0;
+    for (let c = 0; c < channels; c++) {
+      const cell = level * channels + c;
+      if (!coded[cell]) continue;
+      for (const ctx of rows[before]) mask[cell * k + ctx] = 1;
+      before += 1;
+    }
+  }
+  return mask;
+}
+
+/** Per-level rows built on first use (Python's _LazyRows): an array whose element level is
+ * build(level), made when it is first read (decoding a file needs one level's tables). */
+function lazyRows(count, build) {
+  const rows = new Array(count);
+  const cache = new Array(count).fill(null);
+  for (let level = 0; level < count; level++) {
+    Object.defineProperty(rows, level, {
+      enumerable: true,
+      get() {
+        if (cache[level] === null) cache[level] = build(level);
+        return cache[level];
+      },
+    });
+  }
+  return rows;
+}
+
 // --- the per-bundle model ---
 
 /** Inverse gains and frequency tables of one bundle, per rate level, latent channel and context. */
@@ -240,19 +475,26 @@ export class EntropyModel {
     const precisions = new Set();
     for (const row of rows) for (const ctx of row) for (const t of ctx) if (!t.degenerate) precisions.add(t.precision);
     if (precisions.size > 1) throw new CodecError('entropy model: all tables must share one precision');
-    this.precision = precisions.size ? [...precisions][0] : PRECISION;
+    const coded = rows.flatMap((row) => row.map((ctx) => !ctx[0].degenerate));
+    this._setup(invGains, levels, channels, rows, [h, w], k, precisions.size ? [...precisions][0] : PRECISION, coded);
+  }
+
+  _setup(invGains, levels, channels, rows, grid, k, precision, coded) {
+    this.precision = precision;
     this.invGains = Float32Array.from(invGains);
-    this.contextTables = rows;
-    this.tables = rows.map((row) => row.map((ctx) => ctx[0]));
+    this.contextTables = rows; // an array, or lazyRows (version 3: a level's tables are derived when first used)
+    this.tables = lazyRows(levels, (level) => rows[level].map((ctx) => ctx[0]));
     this.contexts = k;
-    this.grid = [h, w];
+    this.grid = grid;
     this.levels = levels;
     this.channels = channels;
     this.levelTable = FrequencyTable.uniform(levels);
+    this._coded = Array.from({ length: levels }, (_, l) => Array.from(coded.slice(l * channels, (l + 1) * channels), Boolean));
+    this._parameters = null; // {steps, knots, coded, params} of a version-3 model
   }
 
   /** Booleans: the channels coded at level (the rest have a degenerate table). */
-  coded(level) { return this.tables[level].map((t) => !t.degenerate); }
+  coded(level) { return this._coded[level].slice(); }
 
   /** The context of every symbol (H*W*C, channel fastest) at level (contexts()). */
   contextsOf(level, symbols) { return contexts(symbols, this.coded(level), this.contexts); }
@@ -274,7 +516,7 @@ export class EntropyModel {
     const h = view.getUint16(10, true);
     const w = view.getUint16(12, true);
     if (magic !== ENTROPY_MAGIC) throw new CodecError('not a gancodec entropy.bin (wrong magic)');
-    if (version !== 1 && version !== ENTROPY_VERSION) {
+    if (version !== 1 && version !== 2 && version !== ENTROPY_VERSION) {
       throw new CodecError(`entropy.bin version ${version} is not supported (this reads 1..${ENTROPY_VERSION})`);
     }
     if (!(precision >= 1 && precision <= MAX_PRECISION)) {
@@ -286,6 +528,7 @@ export class EntropyModel {
     }
     let pos = ENTROPY_HEADER_BYTES;
     let k = 1;
+    if (version === 3) return EntropyModel._fromParametric(data, view, pos, levels, channels, [h, w], precision);
     if (version >= 2) {
       if (data.length < pos + CONTEXTS_FIELD_BYTES) throw new CodecError('entropy.bin truncated before its context count');
       k = data[pos];
@@ -305,6 +548,165 @@ export class EntropyModel {
                                    readTablesPacked(data, view, gainsEnd, levels, channels, k, precision), [h, w]);
     model.precision = precision; // as Python's _from_packed: the file's, even if every table is degenerate
     return model;
+  }
+
+  /**
+   * A model whose tables are derived from parameters (entropy.bin version 3, docs/bitstream.md
+   * section 6; Python's EntropyModel.from_parameters): invGains levels * channels float32
+   * (level-major); steps levels * channels, each coded cell's quantization step (units 2**-16);
+   * knots: per channel its Q + 1 nondecreasing integers (units 2**-12); coded levels * channels
+   * booleans; params levels * channels * K bytes (level, channel, context order; only the
+   * reachable contexts of coded cells matter, the rest become NEUTRAL_PARAM). Every field is
+   * checked (CodecError); the tables of a level are derived when it is first used.
+   */
+  static fromParameters(invGains, levels, channels, steps, knots, coded, params, grid = [1, 1], precision = PRECISION) {
+    const [h, w] = grid;
+    if (!(levels >= 1 && levels <= MAX_LEVELS && channels >= 1 && channels <= MAX_CHANNELS && h >= 1
+          && h <= MAX_GRID_SIDE && w >= 1 && w <= MAX_GRID_SIDE && h * w * channels <= MAX_SYMBOLS)) {
+      throw new CodecError(`entropy model: dimensions ${levels} levels x ${h}x${w}x${channels} beyond the caps`);
+    }
+    if (!Number.isInteger(precision) || precision < 1 || precision > MAX_PRECISION) {
+      throw new CodecError(`entropy model: precision ${precision} outside 1..${MAX_PRECISION}`);
+    }
+    const cells = levels * channels;
+    const q = knots.length ? knots[0].length - 1 : 0;
+    if (knots.length !== channels || !(q >= 1 && q <= MAX_SEGMENTS) || knots.some((row) => row.length !== q + 1)) {
+      throw new CodecError(`entropy model: knots must be (${channels}, Q + 1) with Q in 1..${MAX_SEGMENTS}`);
+    }
+    if (coded.length !== cells || steps.length !== cells || invGains.length !== cells) {
+      throw new CodecError(`entropy model: the coded map and the steps must be ${levels} x ${channels}`);
+    }
+    const k = params.length / cells;
+    if (!(Number.isInteger(k) && k >= 1 && k <= MAX_CONTEXTS)) {
+      throw new CodecError(`entropy model: params must be (${levels}, ${channels}, K), K in 1..${MAX_CONTEXTS}`);
+    }
+    for (let j = 0; j < params.length; j++) {
+      if (!(Number.isInteger(params[j]) && params[j] >= 0 && params[j] <= 255)) {
+        throw new CodecError('entropy model: a context parameter is not a byte');
+      }
+    }
+    if (knots.some((row) => row.some((v) => !(Math.abs(v) <= MAX_KNOT)))) {
+      throw new CodecError(`entropy model: a knot beyond +-${MAX_KNOT} (units of 2**-${KNOT_BITS})`);
+    }
+    if (knots.some((row) => row.some((v, i) => i > 0 && !(v - row[i - 1] >= 0 && v - row[i - 1] <= MAX_KNOT_STEP)))) {
+      throw new CodecError(`entropy model: knots must rise by 0..${MAX_KNOT_STEP} units each`);
+    }
+    for (let i = 0; i < cells; i++) {
+      if (!(Number.isFinite(invGains[i]) && invGains[i] > 0)) {
+        throw new CodecError('entropy model: inverse gains must be finite and positive');
+      }
+    }
+    for (let i = 0; i < cells; i++) {
+      if (coded[i] && !(Number.isInteger(steps[i]) && steps[i] >= 1 && steps[i] <= MAX_STEP)) {
+        throw new CodecError(`entropy model: coded cell (${Math.floor(i / channels)}, ${i % channels}) has the step `
+                             + `${steps[i]} (allowed 1..${MAX_STEP})`);
+      }
+    }
+    const lo = new Array(cells).fill(0);
+    const hi = new Array(cells).fill(0);
+    const maxN = Math.min(2 ** precision, 65535);
+    for (let i = 0; i < cells; i++) {
+      if (!coded[i]) continue;
+      [lo[i], hi[i]] = parametricSupport(knots[i % channels], steps[i]);
+      if (lo[i] < -32768 || hi[i] > 32767 || hi[i] - lo[i] + 1 > maxN) {
+        throw new CodecError(`entropy model: coded cell (${Math.floor(i / channels)}, ${i % channels}) has the support `
+                             + `[${lo[i]}, ${hi[i]}], beyond int16 or 2**${precision} symbols`);
+      }
+    }
+    const mask = reachableMask(coded, levels, channels, k);
+    const used = new Uint8Array(params.length);
+    for (let j = 0; j < params.length; j++) used[j] = mask[j] ? params[j] : NEUTRAL_PARAM;
+    const degenerate = new FrequencyTable(0, [1]);
+
+    const build = (level) => {
+      const row = [];
+      for (let c = 0; c < channels; c++) {
+        const i = level * channels + c;
+        if (!coded[i]) {
+          row.push(new Array(k).fill(degenerate));
+          continue;
+        }
+        const ctxParams = Array.from(used.subarray(i * k, (i + 1) * k));
+        const unique = [...new Set(ctxParams)]; // contexts with the same parameter byte share one table
+        const freqs = parametricFreqs(knots[c], steps[i], lo[i], hi[i], unique, precision);
+        const tables = freqs.map((f) => new FrequencyTable(lo[i], f, precision));
+        row.push(ctxParams.map((param) => tables[unique.indexOf(param)]));
+      }
+      return row;
+    };
+
+    const self = Object.create(EntropyModel.prototype);
+    self._setup(invGains, levels, channels, lazyRows(levels, build), [h, w], k, precision, Array.from(coded, Boolean));
+    self._parameters = { steps: Array.from(steps, (v, i) => (coded[i] ? v : 0)), knots: knots.map((row) => Array.from(row)),
+                         coded: Array.from(coded, Boolean), params: Array.from(used) };
+    return self;
+  }
+
+  /**
+   * Version 3 (Python's EntropyModel._from_parametric): K, Q, the coded bitmap, the inverse gains
+   * of the cells not coded, then each coded cell's inverse gain and step, the knots, the parameter
+   * bytes of the reachable contexts; checked in Python's order, with its messages.
+   */
+  static _fromParametric(data, view, pos, levels, channels, grid, precision) {
+    if (data.length < pos + CONTEXTS_FIELD_BYTES + SEGMENTS_FIELD_BYTES) {
+      throw new CodecError('entropy.bin truncated before its context and segment counts');
+    }
+    const k = data[pos];
+    const q = view.getUint16(pos + CONTEXTS_FIELD_BYTES, true);
+    pos += CONTEXTS_FIELD_BYTES + SEGMENTS_FIELD_BYTES;
+    if (!(k >= 1 && k <= MAX_CONTEXTS)) throw new CodecError(`entropy.bin: ${k} contexts (version 3 allows 1..${MAX_CONTEXTS})`);
+    if (!(q >= 1 && q <= MAX_SEGMENTS)) throw new CodecError(`entropy.bin: ${q} CDF segments (allowed 1..${MAX_SEGMENTS})`);
+    const cells = levels * channels;
+    const bitsEnd = pos + Math.floor((cells + 7) / 8);
+    if (data.length < bitsEnd) throw new CodecError('entropy.bin truncated inside the coded map');
+    const coded = new Array(cells);
+    let nCoded = 0;
+    for (let i = 0; i < 8 * (bitsEnd - pos); i++) {
+      const bit = (data[pos + (i >>> 3)] >>> (i & 7)) & 1; // bit i of the map: bit (i & 7) of byte (i >> 3), LSB first
+      if (i >= cells) {
+        if (bit) throw new CodecError('entropy.bin: padding bits after the coded map are not zero');
+        continue;
+      }
+      coded[i] = bit === 1;
+      nCoded += bit;
+    }
+    const cellsEnd = bitsEnd + 4 * (cells - nCoded) + 7 * nCoded;
+    if (data.length < cellsEnd) throw new CodecError('entropy.bin truncated inside the inverse gains and steps');
+    const invGains = new Float32Array(cells);
+    const steps = new Array(cells).fill(0);
+    let plain = bitsEnd; // the inverse gains of the cells not coded
+    let packed = bitsEnd + 4 * (cells - nCoded); // then (inv_gain, uint16 step, its high byte) per coded cell
+    for (let i = 0; i < cells; i++) {
+      if (coded[i]) {
+        invGains[i] = view.getFloat32(packed, true);
+        steps[i] = view.getUint16(packed + 4, true) + data[packed + 6] * 2 ** 16;
+        packed += 7;
+      } else {
+        invGains[i] = view.getFloat32(plain, true);
+        plain += 4;
+      }
+    }
+    const knots = [];
+    pos = cellsEnd;
+    for (let c = 0; c < channels; c++) {
+      if (data.length < pos + 4) throw new CodecError(`entropy.bin truncated at the knots of channel ${c}`);
+      const row = [view.getInt32(pos, true)];
+      const { values, pos: next } = decodeVarints(data, pos + 4, q);
+      for (const d of values) row.push(row[row.length - 1] + d);
+      knots.push(row);
+      pos = next;
+    }
+    const mask = reachableMask(coded, levels, channels, k);
+    const count = mask.reduce((a, b) => a + b, 0);
+    if (data.length > pos + count) {
+      throw new CodecError(`entropy.bin has ${data.length - pos - count} byte(s) more than its parameters need`);
+    }
+    if (data.length < pos + count) throw new CodecError('entropy.bin truncated inside the context parameters');
+    const params = new Uint8Array(cells * k).fill(NEUTRAL_PARAM);
+    for (let j = 0; j < mask.length; j++) { // level, channel, context order
+      if (mask[j]) params[j] = data[pos++];
+    }
+    return EntropyModel.fromParameters(invGains, levels, channels, steps, knots, coded, params, grid, precision);
   }
 
   /** Symbols (H*W*C, channel fastest) -> float32 latent symbol * invGains[level, c] (float32 product). */
