@@ -56,6 +56,8 @@ from runtime.errors import CodecError, run_cli  # noqa: E402
 from runtime.output import atomic_directory  # noqa: E402
 
 PARITY_TOLERANCE = 1e-4
+# the manifest's record of how generator.onnx stores its convolution kernels (store_int8, store_half)
+GENERATOR_KERNELS = "int8 per kernel with a float16 scale; the output layer float16"
 OPSET = 17
 
 
@@ -87,6 +89,7 @@ def to_onnx(model, input_name: str, output_name: str, path: Path, metadata: dict
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, str(value)
     proto.producer_name = "gancodec"
+    store_int8(proto)
     store_half(proto)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
@@ -107,6 +110,38 @@ def save_keras(model, path: Path) -> None:
             info.compress_type = zipfile.ZIP_DEFLATED
             out.writestr(info, data)
     tmp.replace(path)
+
+
+def store_int8(proto) -> None:
+    """Store each float32 convolution kernel (a Conv's or ConvTranspose's weight initializer) of at
+    least :data:`HALF_MIN_SIZE` values that is exactly ``q · s`` of ``training.models.int8_kernels``
+    (what ``round_kernels_to_int8`` left) as int8 ``q`` and float32 ``s``, followed by a Cast and a
+    Mul: the same float32 weights, rebuilt exactly on every runtime (onnxruntime folds them once at
+    load). :func:`store_half` then stores the scales as float16."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from training.models import int8_kernels
+
+    kernels = {n.input[1] for n in proto.graph.node if n.op_type in ("Conv", "ConvTranspose") and len(n.input) > 1}
+    nodes, scales = [], []
+    for init in proto.graph.initializer:
+        if init.data_type != TensorProto.FLOAT or init.name not in kernels:
+            continue
+        w = numpy_helper.to_array(init)
+        if w.ndim != 4 or w.size < HALF_MIN_SIZE:
+            continue
+        q, s = int8_kernels(w, (2, 3))
+        if not np.array_equal(q.astype(np.float32) * s, w):
+            continue
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(q, name + "_i8"))
+        scales.append(numpy_helper.from_array(s, name + "_scale"))
+        nodes += [helper.make_node("Cast", [name + "_i8"], [name + "_f32"], to=TensorProto.FLOAT, name=name + "_cast"),
+                  helper.make_node("Mul", [name + "_f32", name + "_scale"], [name], name=name + "_dequant")]
+    proto.graph.initializer.extend(scales)
+    nodes += list(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
 
 
 def store_half(proto) -> None:
@@ -323,9 +358,10 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
     encoder, generator = build_rd_models(cfg)
     generator.load_weights(best_dir / "generator.weights.h5")
     encoder.load_weights(best_dir / "encoder.weights.h5")
-    from training.models import round_weights_to_half
+    from training.models import round_kernels_to_int8, round_weights_to_half
 
     round_weights_to_half(generator)
+    round_kernels_to_int8(generator)  # the page's download: int8 kernels (the encoder stays float16)
     round_weights_to_half(encoder)
     with np.load(best_dir / "rate.npz", allow_pickle=False) as f:
         rate = {k: f[k] for k in f.files}
@@ -394,7 +430,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
                          "g_blocks": cfg.rd_g_blocks, "e_blocks": cfg.rd_e_blocks,
                          "w_adv": cfg.w_adv_rd, "lr": cfg.lr, "rate_contexts": cfg.rate_contexts,
                          "entropy_contexts": model.contexts, "entropy_segments": SEGMENTS,
-                         "extra_levels": EXTRA_LEVELS,
+                         "extra_levels": EXTRA_LEVELS, "generator_kernels": GENERATOR_KERNELS,
                          **warm_start_facts(cfg, best.get("step"))},
             "validation": (validation := validation_figures(predict(encoder, to_unit_range(val_u8)),
                                                             tmp / GENERATOR_ONNX, model, levels["gains"], val_u8)),
@@ -409,12 +445,16 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
     return manifest
 
 
-def rewrite_tables(bundle_dir: str | os.PathLike, data: str | os.PathLike, seed: int = 0) -> dict:
+def rewrite_tables(bundle_dir: str | os.PathLike, data: str | os.PathLike, seed: int = 0,
+                   int8_generator: bool = False) -> dict:
     """Refit a bundle's entropy model in place (what :func:`export_run` writes today: version-3
     parametric tables) from its own encoder (onnxruntime) on the training split of ``data``: new
     entropy.bin, generator.onnx's record of its hash (hence a new model id), the manifest's
-    validation figures, default level and file hashes. Networks and weights are unchanged. The
-    whole bundle is rewritten in a temporary copy and swapped in; returns the new manifest."""
+    validation figures, default level and file hashes. The networks are unchanged; with
+    ``int8_generator`` (needs TensorFlow) the generator's kernels are rounded to int8 as
+    :func:`export_run` does (``training.models.round_kernels_to_int8``), its mirror and ONNX file
+    rewritten and checked for parity. The whole bundle is rewritten in a temporary copy and swapped
+    in; returns the new manifest."""
     import onnx
     import onnxruntime as ort
 
@@ -445,6 +485,8 @@ def rewrite_tables(bundle_dir: str | os.PathLike, data: str | os.PathLike, seed:
             if f.is_file():
                 (tmp / f.name).write_bytes(f.read_bytes())
         (tmp / ENTROPY_BIN).write_bytes(entropy_bytes)
+        if int8_generator:
+            _requantize_generator(tmp, model)
         proto = onnx.load(str(tmp / GENERATOR_ONNX))
         for entry in proto.metadata_props:
             if entry.key == ENTROPY_SHA256_KEY:
@@ -452,13 +494,49 @@ def rewrite_tables(bundle_dir: str | os.PathLike, data: str | os.PathLike, seed:
         onnx.save(proto, str(tmp / GENERATOR_ONNX))
         validation = validation_figures(encode(val_u8), tmp / GENERATOR_ONNX, model, rate["gains"], val_u8)
         digests = {**manifest["files"], GENERATOR_ONNX: sha256_file(tmp / GENERATOR_ONNX),
+                   GENERATOR_KERAS: sha256_file(tmp / GENERATOR_KERAS),
                    ENTROPY_BIN: sha256_file(tmp / ENTROPY_BIN), RATE_NPZ: sha256_file(tmp / RATE_NPZ)}
         manifest.update(model_id=digests[GENERATOR_ONNX], validation=validation, files=digests,
                         default_level=int(np.argmin(np.abs(np.asarray(validation["bytes"]) - DEFAULT_BYTES))))
-        manifest["training"] = {**training, "entropy_contexts": model.contexts, "entropy_segments": SEGMENTS}
+        manifest["training"] = {**training, "entropy_contexts": model.contexts, "entropy_segments": SEGMENTS,
+                                **({"generator_kernels": GENERATOR_KERNELS} if int8_generator else {})}
+        if int8_generator:
+            manifest["parity_max_abs_diff"] = {**manifest.get("parity_max_abs_diff", {}),
+                                               "generator": parity_of_bundle(tmp, model)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         load_bundle(tmp)  # the runtime accepts it
     return manifest
+
+
+def _requantize_generator(directory: Path, model) -> None:
+    """Round the generator of the bundle copy in ``directory`` to int8 kernels: its Keras mirror
+    re-saved, generator.onnx re-exported with the same metadata, parity checked."""
+    import onnx
+
+    from runtime.inversion import load_mirror
+    from training.models import round_kernels_to_int8
+
+    generator = load_mirror(directory / GENERATOR_KERAS)
+    round_kernels_to_int8(generator)
+    meta = {e.key: e.value for e in onnx.load(str(directory / GENERATOR_ONNX)).metadata_props}
+    save_keras(generator, directory / GENERATOR_KERAS)
+    to_onnx(generator, "latent", "image", directory / GENERATOR_ONNX, meta)
+    diff = parity_of_bundle(directory, model, generator)
+    if not diff <= PARITY_TOLERANCE:
+        raise ExportError(f"parity check failed (max abs diff {diff} > {PARITY_TOLERANCE})")
+
+
+def parity_of_bundle(directory: Path, model, generator=None) -> float:
+    """The generator's parity (TF mirror against generator.onnx) on 16 latents dequantized at the
+    middle level from random symbols of ``model`` (entropy model)."""
+    from runtime.inversion import load_mirror
+
+    generator = generator or load_mirror(directory / GENERATOR_KERAS)
+    level = model.levels // 2
+    rng = np.random.default_rng(0)
+    sym = rng.integers(-3, 4, (16, *model.grid, model.channels))
+    sym, _ = model.clip(level, sym)
+    return parity(generator, directory / GENERATOR_ONNX, model.dequantize(level, sym).astype(np.float32))
 
 
 def main(argv=None) -> int:

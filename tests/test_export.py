@@ -165,28 +165,59 @@ def test_export_refuses_gan_and_recon_runs(tiny_npz, tmp_path):
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: ") and "rd" in r.stderr
 
 
-def test_onnx_kernels_are_stored_as_float16_and_compute_the_mirrors_function(tiny_bundle):
-    """The exporter rounds the large weight tensors to float16 values in both networks and stores
-    them as float16 in the ONNX files; onnxruntime then computes what the Keras mirror computes."""
+def test_onnx_kernels_are_stored_as_int8_or_float16_and_compute_the_mirrors_function(tiny_bundle):
+    """The exporter rounds the large weight tensors to float16 values in both networks, and the
+    generator's convolution kernels but its last to int8 × a float16 scale per kernel, and stores
+    them so in the ONNX files; onnxruntime then computes what the Keras mirror computes."""
     import keras
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, numpy_helper
 
     from export.onnx import HALF_MIN_SIZE
+    from training.models import int8_kernels
 
-    proto = onnx.load(str(tiny_bundle / "generator.onnx"))
-    half = [i for i in proto.graph.initializer if i.data_type == TensorProto.FLOAT16]
-    assert half and all(numpy_helper.to_array(i).size >= HALF_MIN_SIZE for i in half)
-    assert not [i for i in proto.graph.initializer
-                if i.data_type == TensorProto.FLOAT and numpy_helper.to_array(i).size >= HALF_MIN_SIZE]
-    mirror = keras.models.load_model(tiny_bundle / "generator.keras", compile=False)
-    for w in mirror.get_weights():
-        if w.size >= HALF_MIN_SIZE:
-            np.testing.assert_array_equal(w.astype(np.float16).astype(np.float32), w)
-    y = np.random.default_rng(0).normal(size=(3,) + tuple(mirror.input_shape[1:])).astype(np.float32)
-    sess = ort.InferenceSession(str(tiny_bundle / "generator.onnx"), providers=["CPUExecutionProvider"])
-    np.testing.assert_allclose(sess.run(None, {"latent": y})[0], mirror(y).numpy(), atol=1e-5)
+    for net in ("generator", "encoder"):
+        proto = onnx.load(str(tiny_bundle / f"{net}.onnx"))
+        half = [i for i in proto.graph.initializer if i.data_type == TensorProto.FLOAT16]
+        int8 = [i for i in proto.graph.initializer if i.data_type == TensorProto.INT8]
+        assert half and all(numpy_helper.to_array(i).size >= HALF_MIN_SIZE for i in half + int8)
+        assert bool(int8) == (net == "generator"), net
+        assert not [i for i in proto.graph.initializer
+                    if i.data_type == TensorProto.FLOAT and numpy_helper.to_array(i).size >= HALF_MIN_SIZE]
+        mirror = keras.models.load_model(tiny_bundle / f"{net}.keras", compile=False)
+        kernels = [w for w in mirror.get_weights() if w.ndim == 4 and w.size >= HALF_MIN_SIZE]
+        for w in mirror.get_weights():
+            if w.size < HALF_MIN_SIZE:
+                continue
+            q, s = int8_kernels(w)
+            as_int8 = w.ndim == 4 and np.array_equal(q.astype(np.float32) * s, w)
+            assert as_int8 or np.array_equal(w.astype(np.float16).astype(np.float32), w)
+        # the generator's output kernel stays float16 (int8 there costs 1 dB at the finest levels)
+        assert net == "encoder" or np.array_equal(kernels[-1].astype(np.float16).astype(np.float32), kernels[-1])
+        x = np.random.default_rng(0).normal(size=(3,) + tuple(mirror.input_shape[1:])).astype(np.float32)
+        sess = ort.InferenceSession(str(tiny_bundle / f"{net}.onnx"), providers=["CPUExecutionProvider"])
+        np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: x})[0], mirror(x).numpy(), atol=1e-5)
+
+
+def test_int8_kernels_are_exact_idempotent_and_within_half_a_step():
+    """q · s is exact in float32, rounding twice changes nothing, every weight moves by about half
+    its kernel's step, and an all-zero kernel stays zero."""
+    from training.models import INT8_MAX, int8_kernels
+
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((3, 3, 16, 8)) * rng.uniform(1e-6, 2, (1, 1, 16, 8))).astype(np.float32)
+    w[:, :, 0, 0] = 0
+    q, s = int8_kernels(w)
+    assert q.dtype == np.int8 and s.shape == (1, 1, 16, 8) and int(np.abs(q).max()) <= INT8_MAX
+    np.testing.assert_array_equal(s.astype(np.float16).astype(np.float32), s)
+    r = q.astype(np.float32) * s
+    np.testing.assert_array_equal(r.astype(np.float64), q.astype(np.float64) * s.astype(np.float64))
+    assert np.all(np.abs(r - w) <= s * 0.6) and not r[:, :, 0, 0].any()
+    q2, s2 = int8_kernels(r)
+    np.testing.assert_array_equal(q2, q)
+    np.testing.assert_array_equal(s2, s)
+    np.testing.assert_array_equal(int8_kernels(np.transpose(r, (2, 3, 0, 1)), (2, 3))[0], np.transpose(q, (2, 3, 0, 1)))
 
 
 def test_model_id_names_the_entropy_tables(tiny_bundle, tmp_path):

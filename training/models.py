@@ -110,6 +110,45 @@ def round_weights_to_half(model) -> None:
                        else w for w in model.get_weights()])
 
 
+INT8_MAX = 127  # int8 kernels: q in [-127, 127], symmetric
+
+
+def int8_kernels(w, axes=(0, 1)):
+    """``w`` ≈ ``q · s``: ``q`` int8 in [-INT8_MAX, INT8_MAX] and ``s`` a float16-exact float32 scale
+    per kernel (the max |w| over ``axes``, the kernel's spatial axes: (0, 1) in Keras's layout,
+    (2, 3) in ONNX's, the same groups), kept as a broadcastable array. ``q · s`` is exact in float32
+    (7 + 11 significant bits), so a graph that casts ``q`` and multiplies by ``s`` computes exactly
+    the float32 weights :func:`round_kernels_to_int8` leaves in the Keras mirror."""
+    import numpy as np
+
+    s = (np.abs(w).max(axis=axes, keepdims=True) / INT8_MAX).astype(np.float16).astype(np.float32)
+    s = np.maximum(s, np.float32(2.0**-24))  # the smallest float16: an all-zero kernel stays zero
+    q = np.clip(np.rint(w / s), -INT8_MAX, INT8_MAX).astype(np.int8)
+    return q, s
+
+
+def round_kernels_to_int8(model) -> None:
+    """Round every 4-D convolution kernel of ``model`` with at least ``runtime.bundle.HALF_MIN_SIZE``
+    values, except the model's last one, to :func:`int8_kernels` (kept as float32): the exported ONNX
+    file then stores them as int8 and a float16 scale per kernel (``export.onnx.store_int8``, ~half
+    of float16's bytes) and the TF mirror computes exactly the same function. The last kernel (the
+    generator's output layer, 2 % of its weights) stays float16: int8 there alone cost 1.1 dB at the
+    finest level. Measured on the airplane generator, 200 val images, the encoder's latents: −0.001
+    dB at the default level, −0.003 at level 32, −0.018 at 48, −0.039 at 64; per output channel
+    instead of per kernel lost 0.03/0.12/0.25 dB at levels 32/48/64."""
+    import numpy as np
+
+    from runtime.bundle import HALF_MIN_SIZE
+
+    weights = model.get_weights()
+    kernels = [i for i, w in enumerate(weights) if w.ndim == 4 and w.dtype == np.float32]
+    for i in kernels[:-1]:
+        if weights[i].size >= HALF_MIN_SIZE:
+            q, s = int8_kernels(weights[i])
+            weights[i] = q.astype(np.float32) * s
+    model.set_weights(weights)
+
+
 def downsampling(arch: str, widths) -> int:
     """Image side / latent side of an rd design: 8 for conv; 2^(len(widths) + 1) for gdn (one
     stride-2 stage per width, and the latent's own)."""
