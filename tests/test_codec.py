@@ -167,7 +167,7 @@ def test_compress_to_target_bytes(rd_codec, images, analysed):
     from runtime.codec import BASE_STARTS, BUDGET_STARTS, REQUANTIZE
 
     for r, lv in zip(plain, chosen):  # no refinement: the encoder's latent, fitted at the chosen level or finer
-        assert r.level in {int(np.clip(lv + k, 0, rd_codec.levels - 1)) for k in BASE_STARTS} and r.num_bytes <= budget
+        assert r.level in {int(np.clip(lv + k, 0, rd_codec.levels - 1)) for k in (0, *BASE_STARTS)} and r.num_bytes <= budget
     refined = rd_codec.compress(images, target_bytes=budget, steps=5, fallback=False)
 
     for r, lv, row in zip(refined, chosen, sizes):
