@@ -52,6 +52,12 @@ WARMUP_STEPS = 1000  # steps of the linear learning-rate warm-up (see train)
 PARITY_TOL = 2e-3  # max |Δ| in [-1, 1] image units / latent units; relative 1e-3 for bits
 MOSAIC_COLS = 50
 LEAK = 0.2
+# pack's options: these TrainConfig fields (training.config.add_config_arguments), their defaults the
+# dataclass's but for PACK_DEFAULTS: the fine-tuning recipe's (the Makefile's FT_LR and --eval-images
+# 256, which `make gpu-pack-NAME` does not pass)
+PACK_OPTIONS = ("data", "batch", "lr", "eval_images", "lam_max", "w_adv_rd", "rate_contexts", "rd_g_blocks",
+                "rd_e_blocks")
+PACK_DEFAULTS = {"lr": 1e-4, "eval_images": 256}
 RATE_KEYS = ("log_gain", "log_inv_gain", "mix_logits", "means", "log_scales")  # training.rd.RateModel's state
 
 
@@ -559,21 +565,16 @@ def unpack(result: Path, run: Path) -> dict:
     return {"run": str(run), "steps": cfg.steps, "selected_step": best["step"], "score": best["score"]}
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The CLI: pack, train and unpack (pack's options: PACK_OPTIONS, PACK_DEFAULTS)."""
+    from training.config import add_config_arguments  # TensorFlow-free
+
     p = argparse.ArgumentParser(prog="python -m training.gpu", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     pk = sub.add_parser("pack", help="(TensorFlow) pack a warm-started run for the GPU machine")
-    pk.add_argument("--data", required=True)
-    pk.add_argument("--init-from", required=True, metavar="BUNDLE")
-    pk.add_argument("--out", required=True, type=Path)
-    pk.add_argument("--batch", type=int, default=64)
-    pk.add_argument("--lr", type=float, default=1e-4)
-    pk.add_argument("--eval-images", type=int, default=256)
-    pk.add_argument("--lam-max", type=float, default=0.2)
-    pk.add_argument("--w-adv-rd", type=float, default=2.0)
-    pk.add_argument("--rate-contexts", type=int, default=8)
-    pk.add_argument("--rd-g-blocks", type=int, default=0)
-    pk.add_argument("--rd-e-blocks", type=int, default=0)
+    pk.add_argument("--init-from", required=True, metavar="BUNDLE", help="the shipped bundle to start from (models/NAME)")
+    pk.add_argument("--out", required=True, type=Path, help="the pack to write (gpu/NAME.npz)")
+    add_config_arguments(pk, PACK_OPTIONS, defaults=PACK_DEFAULTS)
     tr = sub.add_parser("train", help="(PyTorch) train a pack for a wall-clock budget")
     tr.add_argument("pack", type=Path)
     tr.add_argument("--seconds", type=float, required=True)
@@ -588,7 +589,11 @@ def main(argv=None) -> int:
     up = sub.add_parser("unpack", help="(TensorFlow) turn a GPU result into a run directory for export")
     up.add_argument("result", type=Path)
     up.add_argument("--run", required=True, type=Path)
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
     if a.cmd == "train":
         if a.threads:
             import torch
@@ -603,11 +608,9 @@ def main(argv=None) -> int:
 
     quiet_tensorflow(False)
     if a.cmd == "pack":
-        from training.config import TrainConfig
+        from training.config import config_from_args
 
-        cfg = TrainConfig(data=a.data, out="", batch=a.batch, lr=a.lr, eval_images=a.eval_images,
-                          lam_max=a.lam_max, w_adv_rd=a.w_adv_rd, rate_contexts=a.rate_contexts,
-                          rd_g_blocks=a.rd_g_blocks, rd_e_blocks=a.rd_e_blocks, init_from=a.init_from).resolved()
+        cfg = config_from_args(a, out="").resolved()  # a.out is the pack, not a run directory
         return run_cli(lambda: print(json.dumps(pack(cfg, a.out))))
     return run_cli(lambda: print(json.dumps(unpack(a.result, a.run))))
 

@@ -127,7 +127,7 @@ def build_rd_models(cfg) -> tuple[keras.Model, keras.Model]:
     """(encoder, generator) of a resolved ``TrainConfig`` (its ``rd_arch`` and widths). A ``--crop``
     run's take any image (latent) size: they train on crops and code whole images of any size
     (exported with dynamic spatial dimensions); any other run's are fixed at ``image_size``."""
-    size = None if getattr(cfg, "crop", False) else cfg.image_size
+    size = None if cfg.crop else cfg.image_size
     return (build_rd_encoder(cfg.channels, size, cfg.rd_e_widths, arch=cfg.rd_arch, blocks=cfg.rd_e_blocks),
             build_rd_generator(cfg.channels, size, cfg.rd_g_widths, arch=cfg.rd_arch, blocks=cfg.rd_g_blocks))
 

@@ -19,7 +19,8 @@ compression.
 CLI::
 
     python -m training.train --data PATH.npz|DIR --out runs/NAME [--image-size 32]
-        [--latent-dim N] [--steps N] [--batch N] [--resume] [--seed S] [--mode gan|recon]
+        [--mode rd|gan|recon] [--steps N] [--batch N] [--resume] ... (every TrainConfig field is an
+        option: training.config.add_config_arguments; ``--help`` lists them with their defaults)
 """
 
 from __future__ import annotations
@@ -35,7 +36,14 @@ import numpy as np  # noqa: E402
 
 from runtime.errors import run_cli  # noqa: E402
 from runtime.images import from_unit_range, to_unit_range  # noqa: E402
-from training.config import RD_WIDTHS, TrainConfig, load_config, save_config  # noqa: E402, F401
+from training.config import (  # noqa: E402, F401
+    RD_WIDTHS,
+    TrainConfig,
+    add_config_arguments,
+    config_from_args,
+    load_config,
+    save_config,
+)
 from training.run import (  # noqa: E402
     _append_csv,
     _tf,
@@ -224,55 +232,19 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
     return write_summary(run, cfg, best, timing)
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The CLI: an option per TrainConfig field (training.config.add_config_arguments: its default
+    and help text), and those of the invocation (--resume, --threads, --verbose)."""
     p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", required=True, help=".npz (keys train/val) or a folder of images")
-    p.add_argument("--out", required=True, help="run directory, e.g. runs/airplane")
-    p.add_argument("--mode", choices=["rd", "gan", "recon"], default="rd",
-                   help="rd: variable-rate rate-distortion GAN codec; gan: the reference design; recon: global-latent codec")
-    p.add_argument("--image-size", type=int, default=32,
-                   help="training size (with --crop: the crop's side)")
-    p.add_argument("--crop", action="store_true",
-                   help="rd: train on random --image-size crops of the images at their stored size, "
-                        "validate on whole images (a model for images of any size)")
-    p.add_argument("--latent-dim", type=int, default=128)
-    p.add_argument("--steps", type=int, default=10000)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.0, help="learning rate (default: 2e-4 gan, 5e-4 recon)")
-    p.add_argument("--g-widths", type=lambda s: [int(v) for v in s.split(",")], default=None)
-    p.add_argument("--d-widths", type=lambda s: [int(v) for v in s.split(",")], default=None)
-    p.add_argument("--e-widths", type=lambda s: [int(v) for v in s.split(",")], default=None)
-    p.add_argument("--norm", choices=["auto", "batch", "none"], default="auto")
-    p.add_argument("--ckpt-every", type=int, default=500)
-    p.add_argument("--eval-every", type=int, default=500)
-    p.add_argument("--eval-images", type=int, default=64)
-    p.add_argument("--eval-steps", type=int, default=150)
-    p.add_argument("--w-adv", type=float, default=None, help="adversarial weight (recon mode)")
-    p.add_argument("--channels", type=int, default=64, help="rd: latent channels")
-    p.add_argument("--levels", type=int, default=8, help="rd: trained rate levels")
-    p.add_argument("--lam-min", type=float, default=0.0003, help="rd: lowest rate-distortion weight")
-    p.add_argument("--lam-max", type=float, default=0.2, help="rd: highest rate-distortion weight")
-    p.add_argument("--rd-arch", choices=["gdn", "conv"], default="gdn",
-                   help="rd: network design (gdn: 5x5 stride-2 convolutions with GDN; conv: LeakyReLU convolutions)")
-    p.add_argument("--rd-e-widths", type=lambda s: [int(v) for v in s.split(",")], default=None,
-                   help="rd: encoder widths (gdn: one per stride-2 stage, 2 -> S/8, 3 -> S/16; conv: 2)")
-    p.add_argument("--rd-g-widths", type=lambda s: [int(v) for v in s.split(",")], default=None,
-                   help="rd: generator widths (gdn: as many as the encoder's; conv: 4)")
-    p.add_argument("--w-adv-rd", type=float, default=None, help="rd: adversarial weight (relative to MSE on 0..255)")
-    p.add_argument("--rd-g-blocks", type=int, default=0, metavar="N",
-                   help="rd (gdn): residual blocks in the generator after its first stage (decoder cost)")
-    p.add_argument("--rd-e-blocks", type=int, default=0, metavar="N",
-                   help="rd (gdn): residual blocks in the encoder before its latent (encoder cost only)")
-    p.add_argument("--rate-contexts", type=int, default=1, metavar="K",
-                   help="rd: train the rate under K entropy contexts, as the file's coder uses them "
-                        "(runtime.entropy.contexts; 1: one factorized density per channel)")
-    p.add_argument("--init-from", default="", metavar="BUNDLE",
-                   help="rd: start a new run from a shipped bundle's weights and gains (e.g. models/airplane)")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
+    add_config_arguments(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for TensorFlow (0: all)")
     p.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
     from runtime.quiet import quiet_tensorflow
 
     quiet_tensorflow(a.verbose)
@@ -280,20 +252,7 @@ def main(argv=None) -> int:
         tf = _tf()
         tf.config.threading.set_intra_op_parallelism_threads(a.threads)
         tf.config.threading.set_inter_op_parallelism_threads(a.threads)
-    cfg = TrainConfig(data=a.data, out=a.out, mode=a.mode, image_size=a.image_size,
-                      latent_dim=a.latent_dim, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed,
-                      norm=a.norm, ckpt_every=a.ckpt_every, eval_every=a.eval_every,
-                      eval_images=a.eval_images, eval_steps=a.eval_steps, channels=a.channels,
-                      levels=a.levels, lam_min=a.lam_min, lam_max=a.lam_max, init_from=a.init_from,
-                      rd_arch=a.rd_arch, rate_contexts=a.rate_contexts,
-                      rd_g_blocks=a.rd_g_blocks, rd_e_blocks=a.rd_e_blocks, crop=a.crop)
-    for name in ("g_widths", "d_widths", "e_widths", "rd_e_widths", "rd_g_widths"):
-        if getattr(a, name):
-            setattr(cfg, name, getattr(a, name))
-    if a.w_adv is not None:
-        cfg.w_adv = a.w_adv
-    if a.w_adv_rd is not None:
-        cfg.w_adv_rd = a.w_adv_rd
+    cfg = config_from_args(a)
     return run_cli(lambda: print(json.dumps(train(cfg, resume=a.resume), indent=2)))
 
 
