@@ -16,7 +16,7 @@ DATA_airplane := cifar10_airplane
 DATA_automobile := cifar10_automobile
 DATA_flowers := flowers64
 
-.PHONY: install browser web-runtime web web-demo test test-fast demo lint train-% finetune-% gpu-pack-% gpu-unpack-% tables-% bench-tables bench-tables-% export-% export-all check-models bench bench-rd bench-table bench-speed bench-effort bench-aarch64 fuzz clean
+.PHONY: install browser web-runtime web web-demo test test-fast demo lint train-% finetune-% gpu-pack-% gpu-unpack-% tables-% bench-tables bench-tables-% export-% export-all check-models bench bench-rd bench-table bench-speed bench-effort bench-aarch64 bench-train-speed fuzz clean
 
 install: $(STAMP)
 
@@ -154,6 +154,11 @@ bench-effort: install
 # Issue #27: decoder and base encoder on aarch64 under qemu-user (a Debian arm64 root, built once; needs root).
 bench-aarch64:
 	bash benchmarks/aarch64.sh --data $(DATA)/cifar10_airplane.npz
+# Issue #28: the Keras/TF training step against the PyTorch copy (training/gpu.py), side by side;
+# installs PyTorch 2.13.0 into .venv (the CPU build where the machine has it on disk, else PyPI's).
+bench-train-speed: install
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m benchmarks.train_speed --init-from models/airplane --data $(DATA)/cifar10_airplane.npz --xla
 bench-speed: install
 	$(PY) -m benchmarks.speed --no-progress --data $(DATA)/cifar10_airplane.npz
 	$(PY) -m benchmarks.speed --no-progress --model models/flowers128 --data $(DATA)/flowers128 --stem speed_flowers128
