@@ -345,21 +345,27 @@ class RangeDecoder:
 
 # --- contexts ---------------------------------------------------------------------------------------
 
-def contexts(symbols: np.ndarray, coded: np.ndarray, k: int) -> np.ndarray:
+def contexts(symbols, coded: np.ndarray, k: int, xp=np):
     """The context of every symbol of (..., H, W, C) latents, integer arithmetic only.
 
     ``coded`` (C,) bool: the channels whose tables are not degenerate at this level. For channel c
     at position (h, w), with m = the number of coded channels before c and z = how many of them
     hold a nonzero symbol at (h, w): context = 0 if m == 0, else min(k − 1, (k · z) // m).
     Channels are decoded in order, so the decoder knows z and m before it decodes channel c.
+
+    The one definition of the rule: ``xp`` is numpy (the coder) or ``keras.ops`` (training, on
+    integer-valued float tensors of any backend); only functions both share are used.
     """
     coded = np.asarray(coded, bool)
     if k <= 1:
-        return np.zeros(np.shape(symbols), np.int64)
-    nonzero = (np.asarray(symbols) != 0) & coded
-    z = np.cumsum(nonzero, axis=-1, dtype=np.int64) - nonzero
+        return xp.zeros(xp.shape(symbols), "int64")
+    if xp is np:  # a bool array: the coder's fast path
+        nonzero = (np.asarray(symbols) != 0) & coded
+    else:
+        nonzero = xp.where(xp.logical_and(xp.not_equal(symbols, 0), coded), 1, 0)
+    z = xp.subtract(xp.cumsum(nonzero, axis=-1, dtype="int64"), nonzero)
     m = np.cumsum(coded, dtype=np.int64) - coded
-    return np.where(m > 0, np.minimum(k - 1, (k * z) // np.maximum(m, 1)), 0)
+    return xp.where(m > 0, xp.minimum(k - 1, (k * z) // np.maximum(m, 1)), 0)
 
 
 # --- parametric tables (entropy.bin version 3) -----------------------------------------------------

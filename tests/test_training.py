@@ -308,6 +308,13 @@ def test_training_contexts_are_the_coders_contexts():
         want = contexts(symbols, np.ones(11, bool), k)
         got = context_of(tf.constant(symbols, tf.float32), k).numpy()
         np.testing.assert_array_equal(got, want)
+    # the one definition runs on keras.ops too, with channels that are not coded
+    from keras import ops
+
+    coded = rng.random(11) < 0.6
+    for k in (1, 3, 16):
+        got = ops.convert_to_numpy(contexts(tf.constant(symbols, tf.float32), coded, k, xp=ops))
+        np.testing.assert_array_equal(got, contexts(symbols, coded, k))
 
 
 def test_rate_contexts_price_contexts_apart_and_warm_start_from_a_factorized_bundle(tiny_npz, tiny_bundle, tmp_path):

@@ -181,13 +181,13 @@ class RateModel(tf.Module):
 
 
 def context_of(symbols, k: int):
-    """:func:`runtime.entropy.contexts` in TensorFlow, every channel counted as coded: the context
-    of each symbol of (N, H, W, C) integer-valued ``symbols`` is min(k − 1, k·z // c), z = how many
-    of channels 0..c−1 are nonzero at the position (0 for channel 0)."""
-    nonzero = tf.cast(tf.not_equal(symbols, 0), tf.int32)
-    z = tf.cumsum(nonzero, axis=-1, exclusive=True)
-    m = tf.range(tf.shape(symbols)[-1], dtype=tf.int32)
-    return tf.where(m > 0, tf.minimum(k - 1, (k * z) // tf.maximum(m, 1)), 0)
+    """:func:`runtime.entropy.contexts` (the one definition) on (N, H, W, C) integer-valued tensors,
+    every channel counted as coded."""
+    from keras import ops
+
+    from runtime.entropy import contexts
+
+    return contexts(symbols, np.ones(int(symbols.shape[-1]), bool), k, xp=ops)
 
 
 def lambdas(levels: int, lam_range) -> np.ndarray:
