@@ -23,7 +23,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[train,demo,bench,dev]'
+	$(PY) -m pip install -q -e '.[train,demo,bench,dev,gpu]'
 	touch $(STAMP)
 
 # Debian's Chromium for the browser test (no browser download by any Python package).
@@ -155,9 +155,8 @@ bench-effort: install
 bench-aarch64:
 	bash benchmarks/aarch64.sh --data $(DATA)/cifar10_airplane.npz
 # Issue #28: the Keras/TF training step against the PyTorch copy (training/gpu.py), side by side;
-# installs PyTorch 2.13.0 into .venv (the CPU build where the machine has it on disk, else PyPI's).
+# PyTorch comes with the gpu extra.
 bench-train-speed: install
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
 	$(PY) -m benchmarks.train_speed --init-from models/airplane --data $(DATA)/cifar10_airplane.npz --xla
 bench-speed: install
 	$(PY) -m benchmarks.speed --no-progress --data $(DATA)/cifar10_airplane.npz

@@ -9,8 +9,7 @@ the Keras step compiled by XLA (``jit_compile``).
 Each trainer runs ``--steps`` steps (the PyTorch copy: a wall-clock budget sized from the Keras
 time, its step time read off its last 200 steps); the first steps (tracing, warm-up) are not
 timed. Both include their data pipeline (batch draw, flip) and the discriminator's step. PyTorch
-is not a dependency of the project: ``pip install torch==2.13.0`` (the CPU build on this machine's
-disk; elsewhere PyPI's CUDA build) before running; without it the copy's row says so.
+comes with the ``gpu`` extra (``make install`` installs it); without it the copy's row says so.
 Writes benchmarks/results/train_speed.{json,md}.
 """
 
@@ -78,7 +77,7 @@ def torch_step(cfg, work: Path, seconds: float) -> dict:
     try:
         import torch
     except ImportError:
-        return {"error": "PyTorch is not installed (pip install torch==2.13.0)"}
+        return {"error": "PyTorch is not installed (pip install '.[gpu]')"}
     from training import gpu
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads()))
