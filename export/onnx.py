@@ -485,8 +485,7 @@ def rewrite_tables(bundle_dir: str | os.PathLike, data: str | os.PathLike, seed:
             if f.is_file():
                 (tmp / f.name).write_bytes(f.read_bytes())
         (tmp / ENTROPY_BIN).write_bytes(entropy_bytes)
-        if int8_generator:
-            _requantize_generator(tmp, model)
+        parity_now = _requantize_generator(tmp, model) if int8_generator else None
         proto = onnx.load(str(tmp / GENERATOR_ONNX))
         for entry in proto.metadata_props:
             if entry.key == ENTROPY_SHA256_KEY:
@@ -501,16 +500,17 @@ def rewrite_tables(bundle_dir: str | os.PathLike, data: str | os.PathLike, seed:
         manifest["training"] = {**training, "entropy_contexts": model.contexts, "entropy_segments": SEGMENTS,
                                 **({"generator_kernels": GENERATOR_KERNELS} if int8_generator else {})}
         if int8_generator:
-            manifest["parity_max_abs_diff"] = {**manifest.get("parity_max_abs_diff", {}),
-                                               "generator": parity_of_bundle(tmp, model)}
+            manifest["parity_max_abs_diff"] = {**manifest.get("parity_max_abs_diff", {}), "generator": parity_now}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         load_bundle(tmp)  # the runtime accepts it
     return manifest
 
 
-def _requantize_generator(directory: Path, model) -> None:
+def _requantize_generator(directory: Path, model) -> float:
     """Round the generator of the bundle copy in ``directory`` to int8 kernels: its Keras mirror
-    re-saved, generator.onnx re-exported with the same metadata, parity checked."""
+    re-saved, generator.onnx re-exported with the same metadata; returns the parity (TF mirror
+    against generator.onnx on 16 latents dequantized at the middle level from random symbols of
+    ``model``), an ExportError above :data:`PARITY_TOLERANCE`."""
     import onnx
 
     from runtime.inversion import load_mirror
@@ -521,22 +521,12 @@ def _requantize_generator(directory: Path, model) -> None:
     meta = {e.key: e.value for e in onnx.load(str(directory / GENERATOR_ONNX)).metadata_props}
     save_keras(generator, directory / GENERATOR_KERAS)
     to_onnx(generator, "latent", "image", directory / GENERATOR_ONNX, meta)
-    diff = parity_of_bundle(directory, model, generator)
+    level = model.levels // 2
+    sym, _ = model.clip(level, np.random.default_rng(0).integers(-3, 4, (16, *model.grid, model.channels)))
+    diff = parity(generator, directory / GENERATOR_ONNX, model.dequantize(level, sym).astype(np.float32))
     if not diff <= PARITY_TOLERANCE:
         raise ExportError(f"parity check failed (max abs diff {diff} > {PARITY_TOLERANCE})")
-
-
-def parity_of_bundle(directory: Path, model, generator=None) -> float:
-    """The generator's parity (TF mirror against generator.onnx) on 16 latents dequantized at the
-    middle level from random symbols of ``model`` (entropy model)."""
-    from runtime.inversion import load_mirror
-
-    generator = generator or load_mirror(directory / GENERATOR_KERAS)
-    level = model.levels // 2
-    rng = np.random.default_rng(0)
-    sym = rng.integers(-3, 4, (16, *model.grid, model.channels))
-    sym, _ = model.clip(level, sym)
-    return parity(generator, directory / GENERATOR_ONNX, model.dequantize(level, sym).astype(np.float32))
+    return diff
 
 
 def main(argv=None) -> int:

@@ -339,7 +339,8 @@ class Codec:
         sizes = sizes or [None] * n
         if target_bytes is not None:
             overhead = self.header_bytes(sizes)
-            guess = self._finest_fitting(y, lambda lv, rows, bits: np.ceil(bits / 8) + overhead[rows] - 1 <= target_bytes)
+            # a file of ideal b bits: ceil(b / 8) bytes of payload plus the header, less the flush byte
+            guess = self._finest_fitting(y, 8 * (target_bytes + 1 - overhead))
             chosen = np.zeros(n, int)
             for i in range(n):
                 lv = int(guess[i])
@@ -366,22 +367,21 @@ class Codec:
             lo = np.where(active & ~ok, mid + 1, lo)
         return lo
 
-    def _finest_fitting(self, y: np.ndarray, fits) -> np.ndarray:
-        """Per image the finest level whose encoder latent's ideal bits pass ``fits(level, rows,
-        bits)`` (0 when none does), bits taken to grow with the level (:meth:`choose_levels` then
-        checks the real file sizes around it): every :data:`COARSE_LEVELS`-th level for every image,
-        then only the levels between an image's last passing one and the next."""
-        n, top = len(y), self.levels - 1
-        grid = sorted(set(range(0, top + 1, COARSE_LEVELS)) | {top})
-        rows = np.arange(n)
-        ok = np.stack([fits(lv, rows, self.bundle.entropy.bits(lv, self._symbols_at(y, lv))) for lv in grid], 1)
-        last = np.where(ok.any(1), len(grid) - 1 - np.argmax(ok[:, ::-1], 1), -1)
-        chosen = np.where(last >= 0, np.asarray(grid)[np.maximum(last, 0)], 0)
-        upper = np.where((last >= 0) & (last + 1 < len(grid)), np.asarray(grid)[np.minimum(last + 1, len(grid) - 1)], 0)
+    def _finest_fitting(self, y: np.ndarray, max_bits: np.ndarray) -> np.ndarray:
+        """Per image the finest level whose encoder latent's ideal bits are at most ``max_bits``
+        (per image; 0 when no level passes), bits taken to grow with the level (:meth:`choose_levels`
+        then checks the real file sizes around it): every :data:`COARSE_LEVELS`-th level for every
+        image, then only the levels between an image's last passing one and the next."""
+        top = self.levels - 1
+        grid = np.unique(np.r_[0:top + 1:COARSE_LEVELS, top])
+        ok = np.stack([self.bundle.entropy.bits(lv, self._symbols_at(y, lv)) <= max_bits for lv in grid], 1)
+        last = np.where(ok.any(1), len(grid) - 1 - np.argmax(ok[:, ::-1], 1), -1)  # index into grid
+        chosen = np.where(last >= 0, grid[np.maximum(last, 0)], 0)
+        upper = grid[np.minimum(last + 1, len(grid) - 1)]  # none passed: grid[0] = 0, nothing between
         for lv in range(1, top):
             rows = np.flatnonzero((chosen < lv) & (lv < upper))
             if len(rows):
-                passed = fits(lv, rows, self.bundle.entropy.bits(lv, self._symbols_at(y[rows], lv)))
+                passed = self.bundle.entropy.bits(lv, self._symbols_at(y[rows], lv)) <= max_bits[rows]
                 chosen[rows[passed]] = lv
         return chosen
 
