@@ -300,7 +300,7 @@ def test_training_contexts_are_the_coders_contexts():
     import tensorflow as tf
 
     from runtime.entropy import contexts
-    from training.rd import context_of
+    from training.rate import context_of
 
     rng = np.random.default_rng(3)
     symbols = rng.integers(-2, 3, (4, 3, 2, 11)) * (rng.random((4, 3, 2, 11)) < 0.4)
@@ -324,7 +324,8 @@ def test_rate_contexts_price_contexts_apart_and_warm_start_from_a_factorized_bun
 
     import tensorflow as tf
 
-    from training.rd import RateModel, build_rd_models, context_of, warm_start
+    from training.rate import RateModel, context_of
+    from training.rd import build_rd_models, warm_start
 
     cfg = dataclasses.replace(tiny_config(tiny_npz, tmp_path / "ctx").resolved(), rate_contexts=4)
     enc, gen = build_rd_models(cfg)

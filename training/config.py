@@ -53,6 +53,9 @@ class TrainConfig:
     steps: int = _default(10000, "training steps")
     batch: int = _default(64, "batch size")
     lr: float = _default(0.0, "learning rate (0: 2e-4 gan, 5e-4 recon, 3e-4 rd)")
+    warmup: int = _default(0, "rd: steps of linear learning-rate warm-up at the start of the run (of each "
+                              "stage of a recipe), e.g. when a fresh discriminator meets a trained codec",
+                           metavar="N")
     seed: int = _default(0, "random seed (data split, initialisation, shuffling)")
     ckpt_every: int = _default(500, "steps between checkpoints")
     eval_every: int = _default(500, "steps between validations (model selection)")
@@ -116,6 +119,8 @@ class TrainConfig:
             raise CodecError("--rd-g-blocks / --rd-e-blocks must be 0..8")
         if not 1 <= c.rate_contexts <= 64:
             raise CodecError(f"--rate-contexts must be 1..64, got {c.rate_contexts}")
+        if c.warmup < 0:
+            raise CodecError("--warmup must be 0 or more")
         for name in ("steps", "batch", "latent_dim", "ckpt_every", "eval_every"):
             if getattr(c, name) <= 0:
                 raise CodecError(f"--{name.replace('_', '-')} must be positive")

@@ -28,17 +28,14 @@ Loss per image, level l drawn at random:  bits/pixel + λ_l · (MSE₂₅₅ + w
 from __future__ import annotations
 
 import math
+import sys
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import layers
 
-from runtime.inversion import mixture_bits, ste_round
-from runtime.metrics import MSE_SCALE
 from training.models import downsampling
-
-MIX = 3  # logistic components per channel
+from training.rate import RateModel  # noqa: F401  (the rate model's home is training.rate)
 
 
 ARCHS = ("conv", "gdn")
@@ -143,178 +140,338 @@ def build_rd_discriminator(image_size: int = 32, widths=(32, 64, 128), name: str
     return keras.Model(x_in, logit, name=name)
 
 
-class RateModel(tf.Module):
-    """Gain vectors of the rate levels and the per-channel logistic-mixture density of y."""
-
-    def __init__(self, channels: int, levels: int, gain_range=(0.15, 6.0), contexts: int = 1, name="rate_model"):
-        super().__init__(name=name)
-        self.contexts = contexts
-        shape = (channels, MIX) if contexts == 1 else (channels, contexts, MIX)
-        lo, hi = math.log(gain_range[0]), math.log(gain_range[1])
-        log_g = np.linspace(lo, hi, levels, dtype=np.float32)[:, None] * np.ones((1, channels), np.float32)
-        self.log_gain = tf.Variable(log_g, name="log_gain")
-        self.log_inv_gain = tf.Variable(-log_g, name="log_inv_gain")
-        rng = np.random.default_rng(0)
-        means = rng.normal(0, 0.3, (channels, MIX)).astype(np.float32)
-        if contexts > 1:
-            means = np.repeat(means[:, None], contexts, axis=1)
-        self.mix_logits = tf.Variable(np.zeros(shape, np.float32), name="mix_logits")
-        self.means = tf.Variable(means, name="means")
-        self.log_scales = tf.Variable(np.zeros(shape, np.float32), name="log_scales")
-
-    def gains(self, level):
-        return tf.exp(tf.gather(self.log_gain, level)), tf.exp(tf.gather(self.log_inv_gain, level))
-
-    def bits(self, q, gain, symbols=None):
-        """Per-image bits of scaled latents q (N, H, W, C) at gain (broadcastable); with contexts,
-        each position's density is its context's, read from the integer ``symbols`` (round(q))."""
-        if self.contexts == 1:
-            return mixture_bits(q, gain, self.mix_logits, self.means, self.log_scales)
-        pick = tf.one_hot(context_of(symbols, self.contexts), self.contexts)  # (N, H, W, C, K)
-        params = [tf.einsum("nhwck,ckm->nhwcm", pick, v) for v in (self.mix_logits, self.means, self.log_scales)]
-        return mixture_bits(q, gain, *params)
-
-    def numpy_state(self) -> dict:
-        return {"log_gain": self.log_gain.numpy(), "log_inv_gain": self.log_inv_gain.numpy(),
-                "mix_logits": self.mix_logits.numpy(), "means": self.means.numpy(),
-                "log_scales": self.log_scales.numpy()}
-
-
-def context_of(symbols, k: int):
-    """:func:`runtime.entropy.contexts` (the one definition) on (N, H, W, C) integer-valued tensors,
-    every channel counted as coded."""
-    from keras import ops
-
-    from runtime.entropy import contexts
-
-    return contexts(symbols, np.ones(int(symbols.shape[-1]), bool), k, xp=ops)
-
-
 def lambdas(levels: int, lam_range) -> np.ndarray:
     lo, hi = math.log(lam_range[0]), math.log(lam_range[1])
     return np.exp(np.linspace(lo, hi, levels)).astype(np.float32)
 
 
-# --- training loop -------------------------------------------------------------------------------
+# --- training ---------------------------------------------------------------------------------------
 
-def train_rd(cfg, resume: bool = False, quiet: bool = False) -> dict:
-    """Run (or resume) rate–distortion training for a resolved ``TrainConfig`` (mode ``rd``)."""
-    from runtime.images import from_unit_range, to_unit_range
-    from training.run import (
-        _append_csv,
-        batches,
-        load_best,
-        loop,
-        open_run,
-        restore,
-        save_best,
-        save_grid,
-        write_summary,
-    )
+def rd_losses(encoder, generator, discriminator, rate, x, level, noise, lams, w_adv, pixels: float) -> dict:
+    """The loss of one batch, in ``keras.ops`` (every backend computes this one function): images x
+    (N, S, S, 3) in [-1, 1], rate levels ``level`` (N,) int, ``noise`` uniform in [-½, ½] of the
+    latent's shape (the quantization proxy), ``lams`` (L,) the levels' λ. Returns the codec's loss
+    (bits/pixel + λ·(MSE₂₅₅ + w_adv·adv), mean), the discriminator's, and the mean terms."""
+    from keras import ops
 
-    cfg, run, train_u8, val_u8 = open_run(cfg, resume)
-    keras.utils.set_random_seed(cfg.seed)
-    C, L, S = cfg.channels, cfg.levels, cfg.image_size
-    encoder, generator = build_rd_models(cfg)
-    discriminator = build_rd_discriminator(S, cfg.rd_d_widths)
-    rate = RateModel(C, L, contexts=cfg.rate_contexts)
-    lams = tf.constant(lambdas(L, (cfg.lam_min, cfg.lam_max)))
-    sched = keras.optimizers.schedules.CosineDecay(cfg.lr, cfg.steps, alpha=0.05)
-    g_opt = keras.optimizers.Adam(sched)
-    # the gains and the density get a 10x larger step: each level's gain sees only its own images,
-    # and without it the low-rate levels move far too slowly in a short run
-    r_opt = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(10 * cfg.lr, cfg.steps, alpha=0.05))
-    d_opt = keras.optimizers.Adam(2e-4, beta_1=0.5)
-    g_vars = encoder.trainable_variables + generator.trainable_variables
-    r_vars = list(rate.trainable_variables)
-    d_vars = discriminator.trainable_variables
-    g_opt.build(g_vars)
-    r_opt.build(r_vars)
-    d_opt.build(d_vars)
-    rng = tf.random.Generator.from_seed(cfg.seed)
-    step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-    ckpt = tf.train.Checkpoint(encoder=encoder, generator=generator, discriminator=discriminator,
-                               rate=rate, g_opt=g_opt, r_opt=r_opt, d_opt=d_opt, rng=rng, step=step_var)
-    manager, start, restored = restore(run, ckpt, resume)
-    if not restored and cfg.init_from:
-        warm_start(cfg.init_from, encoder, generator, rate)
-    it = iter(batches(train_u8, cfg, start))
-    pixels = float(S * S)
+    from runtime.metrics import MSE_SCALE
+    from training.rate import ste_round
 
-    @tf.function
-    def train_step(x):
-        n = tf.shape(x)[0]
-        level = rng.uniform([n], 0, L, dtype=tf.int32)
-        lam = tf.gather(lams, level)
-        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            gain, inv_gain = rate.gains(level)
-            gain, inv_gain = gain[:, None, None, :], inv_gain[:, None, None, :]
-            ys = encoder(x, training=True) * gain
-            noisy = ys + rng.uniform(tf.shape(ys), -0.5, 0.5)
-            bpp = rate.bits(noisy, gain, tf.round(ys)) / pixels
-            fake = generator(ste_round(ys) * inv_gain, training=True)
-            d_real = discriminator(x, training=True)
-            d_fake = discriminator(fake, training=True)
-            mse = tf.reduce_mean(tf.square(fake - x), axis=[1, 2, 3]) * MSE_SCALE
-            adv = tf.nn.softplus(-d_fake)[:, 0]
-            loss = tf.reduce_mean(bpp + lam * (mse + cfg.w_adv_rd * adv))
-            d_loss = tf.reduce_mean(tf.nn.softplus(-d_real)[:, 0] + tf.nn.softplus(d_fake)[:, 0])
-        grads = g_tape.gradient(loss, g_vars + r_vars)
-        g_opt.apply_gradients(zip(grads[: len(g_vars)], g_vars))
-        r_opt.apply_gradients(zip(grads[len(g_vars):], r_vars))
-        d_opt.apply_gradients(zip(d_tape.gradient(d_loss, d_vars), d_vars))
-        return {"loss": loss, "bpp": tf.reduce_mean(bpp), "mse": tf.reduce_mean(mse),
-                "adv": tf.reduce_mean(adv), "d_loss": d_loss}
+    lam = ops.take(lams, level, axis=0)
+    gain, inv_gain = rate.gains(level)
+    gain, inv_gain = gain[:, None, None, :], inv_gain[:, None, None, :]
+    ys = encoder(x, training=True) * gain
+    bpp = rate.bits(ys + noise, gain, ops.round(ys)) / pixels
+    fake = generator(ste_round(ys) * inv_gain, training=True)
+    d_real = discriminator(x, training=True)
+    d_fake = discriminator(fake, training=True)
+    mse = ops.mean(ops.square(fake - x), axis=[1, 2, 3]) * MSE_SCALE
+    adv = ops.softplus(-d_fake)[:, 0]
+    loss = ops.mean(bpp + lam * (mse + w_adv * adv))
+    d_loss = ops.mean(ops.softplus(-d_real)[:, 0] + ops.softplus(d_fake)[:, 0])
+    return {"loss": loss, "bpp": ops.mean(bpp), "mse": ops.mean(mse), "adv": ops.mean(adv), "d_loss": d_loss}
 
-    eval_x = tf.constant(to_unit_range(val_u8[: cfg.eval_images]))
-    eval_u8 = val_u8[: cfg.eval_images]
-    eval_pixels = float(eval_u8.shape[1] * eval_u8.shape[2])  # whole images; a --crop run trains on S×S
 
-    def evaluate(step: int) -> dict:
+class Trainer:
+    """The networks, rate model and optimizers of an rd run, and its training step in the current
+    Keras backend: the step draws the levels and the noise (``keras.random``, seeded), evaluates
+    :func:`rd_losses` and applies the codec's gradients (encoder, generator; the rate model at 10x
+    the learning rate: each level's gain sees only its own images) and the discriminator's. The
+    gradients come from the backend's own autodiff: ``tf.GradientTape`` in a ``tf.function``
+    (TensorFlow) or ``torch.autograd`` (PyTorch); JAX is not supported (its stateless step would
+    need the networks' variables threaded through it)."""
+
+    def __init__(self, cfg):
+        from training.rate import RateModel
+
+        self.cfg = cfg
+        self.backend = keras.backend.backend()
+        if self.backend not in ("tensorflow", "torch"):
+            from runtime.errors import CodecError
+
+            raise CodecError(f"the trainer runs on Keras's tensorflow or torch backend, not {self.backend!r} "
+                             "(set KERAS_BACKEND)")
+        keras.utils.set_random_seed(cfg.seed)
+        self.encoder, self.generator = build_rd_models(cfg)
+        self.discriminator = build_rd_discriminator(cfg.image_size, cfg.rd_d_widths)
+        self.rate = RateModel(cfg.channels, cfg.levels, contexts=cfg.rate_contexts)
+        self.lams = lambdas(cfg.levels, (cfg.lam_min, cfg.lam_max))
+        self.g_opt = keras.optimizers.Adam(cfg.lr)
+        self.r_opt = keras.optimizers.Adam(10 * cfg.lr)
+        self.d_opt = keras.optimizers.Adam(2e-4, beta_1=0.5)
+        self.g_vars = self.encoder.trainable_variables + self.generator.trainable_variables
+        self.r_vars = list(self.rate.trainable_variables)
+        self.d_vars = self.discriminator.trainable_variables
+        for opt, var in ((self.g_opt, self.g_vars), (self.r_opt, self.r_vars), (self.d_opt, self.d_vars)):
+            opt.build(var)
+        self.seed = keras.random.SeedGenerator(cfg.seed)
+        f = downsampling(cfg.rd_arch, cfg.rd_e_widths)
+        self.latent = (cfg.image_size // f, cfg.image_size // f, cfg.channels)
+        self.pixels = float(cfg.image_size**2)
+        self._step = None
+
+    def groups(self) -> dict:
+        """The run's whole state, by group (what a checkpoint holds)."""
+        return {"encoder": self.encoder.weights, "generator": self.generator.weights,
+                "discriminator": self.discriminator.weights, "rate": self.r_vars,
+                "g_opt": self.g_opt.variables, "r_opt": self.r_opt.variables, "d_opt": self.d_opt.variables,
+                "seed": [self.seed.state]}
+
+    def set_lr(self, factor: float, lr: float) -> None:
+        self.g_opt.learning_rate = lr * factor
+        self.r_opt.learning_rate = 10 * lr * factor
+
+    def losses(self, x, level, noise, w_adv):
+        from keras import ops
+
+        return rd_losses(self.encoder, self.generator, self.discriminator, self.rate, x, level, noise,
+                         ops.convert_to_tensor(self.lams), w_adv, self.pixels)
+
+    def _draw(self, n: int):
+        level = keras.random.randint((n,), 0, self.cfg.levels, seed=self.seed)
+        noise = keras.random.uniform((n, *self.latent), -0.5, 0.5, seed=self.seed)
+        return level, noise
+
+    def step(self, x: np.ndarray, w_adv: float, level=None, noise=None) -> dict:
+        """One training step on the batch x (N, S, S, 3) float32 in [-1, 1] at adversarial weight
+        ``w_adv``: the loss terms (floats, before the update). ``level`` (N,) and ``noise`` (the
+        latent's shape) are drawn from the run's seed unless given (a test's fixed inputs)."""
+        from keras import ops
+
+        if self._step is None:
+            self._step = self._tf_step() if self.backend == "tensorflow" else self._torch_step()
+        if level is None:
+            level, noise = self._draw(len(x))
+        out = self._step(ops.convert_to_tensor(x), ops.convert_to_tensor(np.float32(w_adv)),
+                         ops.convert_to_tensor(level, "int32"), ops.convert_to_tensor(noise, "float32"))
+        return {k: float(ops.convert_to_numpy(v)) for k, v in out.items()}
+
+    def _tf_step(self):
+        import tensorflow as tf
+
+        n_g = len(self.g_vars)
+
+        @tf.function
+        def train_step(x, w_adv, level, noise):
+            with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+                out = self.losses(x, level, noise, w_adv)
+            grads = g_tape.gradient(out["loss"], self.g_vars + self.r_vars)
+            self.g_opt.apply_gradients(zip(grads[:n_g], self.g_vars))
+            self.r_opt.apply_gradients(zip(grads[n_g:], self.r_vars))
+            self.d_opt.apply_gradients(zip(d_tape.gradient(out["d_loss"], self.d_vars), self.d_vars))
+            return out
+
+        return train_step
+
+    def _torch_step(self):
+        import torch
+
+        n_g = len(self.g_vars)
+
+        def train_step(x, w_adv, level, noise):
+            out = self.losses(x, level, noise, w_adv)
+            params = [v.value for v in self.g_vars + self.r_vars]
+            grads = torch.autograd.grad(out["loss"], params, retain_graph=True)
+            d_grads = torch.autograd.grad(out["d_loss"], [v.value for v in self.d_vars])
+            with torch.no_grad():
+                self.g_opt.apply(list(grads[:n_g]), self.g_vars)
+                self.r_opt.apply(list(grads[n_g:]), self.r_vars)
+                self.d_opt.apply(list(d_grads), self.d_vars)
+            return {k: v.detach() for k, v in out.items()}
+
+        return train_step
+
+    def evaluate(self, val_u8: np.ndarray) -> dict:
+        """Per level on whole validation images: the model's bytes and PSNR, and the selection score
+        (mean over levels of bits/pixel + λ·MSE)."""
+        from keras import ops
+
+        from runtime.images import from_unit_range, to_unit_range
         from runtime.metrics import psnr
 
-        y = encoder(eval_x, training=False)
-        row, score, recon_rows = {"step": step}, 0.0, []
+        y = self.encoder(ops.convert_to_tensor(to_unit_range(val_u8)), training=False)
+        pixels = float(val_u8.shape[1] * val_u8.shape[2])  # whole images; a --crop run trains on S×S
+        row, score, samples = {}, 0.0, []
+        L = self.cfg.levels
         for lev in range(L):
-            gain, inv_gain = rate.gains(tf.fill([len(eval_u8)], lev))
-            q = tf.round(y * gain[:, None, None, :])
-            bits = rate.bits(q, gain[:, None, None, :], q).numpy()
-            out = from_unit_range(generator(q * inv_gain[:, None, None, :], training=False).numpy())
-            p = float(np.mean(psnr(out, eval_u8)))
-            mse = float(np.mean((out.astype(np.float64) - eval_u8) ** 2))
+            gain, inv_gain = (g[:, None, None, :] for g in self.rate.gains(ops.full((len(val_u8),), lev, "int32")))
+            q = ops.round(y * gain)
+            bits = ops.convert_to_numpy(self.rate.bits(q, gain, q))
+            out = from_unit_range(ops.convert_to_numpy(self.generator(q * inv_gain, training=False)))
+            mse = float(np.mean((out.astype(np.float64) - val_u8) ** 2))
             row[f"bytes{lev}"] = float(np.mean(bits) / 8)
-            row[f"psnr{lev}"] = p
-            score += float(np.mean(bits) / eval_pixels) + float(lams[lev]) * mse
+            row[f"psnr{lev}"] = float(np.mean(psnr(out, val_u8)))
+            score += float(np.mean(bits) / pixels) + float(self.lams[lev]) * mse
             if lev in (0, L // 2, L - 1):
-                recon_rows.append(out[:8])
+                samples.append(out[:8])
         row["score"] = score / L
-        _append_csv(run / "val.csv", row)
-        save_grid(np.concatenate([eval_u8[:8]] + recon_rows), run / "samples" / f"step_{step:06d}.png")
-        return row
+        return row, samples
 
+    def write_best(self, directory) -> None:
+        """The selected weights, as export reads them (``best/``)."""
+        self.generator.save_weights(directory / "generator.weights.h5")
+        self.encoder.save_weights(directory / "encoder.weights.h5")
+        np.savez(directory / "rate.npz", lambdas=self.lams, **self.rate.numpy_state())
+
+
+def batch_at(train_u8: np.ndarray, step: int, batch: int, cfg) -> np.ndarray:
+    """The training batch of global step ``step`` (1-based), float32 in [-1, 1]: images drawn
+    without replacement, a random crop (``cfg.crop``) and left-right flip each, all from a generator
+    seeded by (seed, step), so a resumed run draws exactly the batches of an uninterrupted one."""
+    rng = np.random.default_rng([cfg.seed, step])
+    idx = rng.choice(len(train_u8), batch, replace=False)
+    ims = train_u8[idx]
+    if cfg.crop:
+        s = cfg.image_size
+        ys = rng.integers(0, ims.shape[1] - s + 1, batch)
+        xs = rng.integers(0, ims.shape[2] - s + 1, batch)
+        ims = np.stack([im[y:y + s, x:x + s] for im, y, x in zip(ims, ys, xs)])
+    if cfg.flip:
+        flip = rng.random(batch) < 0.5
+        ims = np.where(flip[:, None, None, None], ims[:, :, ::-1], ims)
+    return ims.astype(np.float32) / 127.5 - 1.0
+
+
+def train_rd(cfg, resume: bool = False, quiet: bool = False, schedule=None, snapshot_every: float = 0.0,
+             stop_after: int | None = None) -> dict:
+    """Run (or resume) rate–distortion training for a resolved ``TrainConfig`` (mode ``rd``) under
+    ``schedule`` (:mod:`training.recipe`; None: one stage of cfg.steps). Every ``eval_every`` steps
+    and at each stage's end the validation images are scored (:meth:`Trainer.evaluate`) and the
+    best score's weights kept in ``<run>/best``; a checkpoint of the whole state
+    (:func:`training.run.save_state`) every ``ckpt_every`` steps and at the end. ``snapshot_every``
+    seconds of training, ``best/`` is copied to ``<run>/snapshots/tSECONDS`` (a quality-against-time
+    curve). ``stop_after``: stop after that many steps of this call (a test's interruption)."""
+    import shutil
+    import time
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from training.recipe import load_schedule, save_schedule, single
+    from training.run import _append_csv, load_best, load_state, open_run, save_best, save_grid, save_state, \
+        write_summary
+
+    cfg, run, train_u8, val_u8 = open_run(cfg, resume)
+    if resume and (run / "recipe.json").exists():
+        saved = load_schedule(run)
+        if schedule is not None and schedule.recipe and schedule.sha256 != saved.sha256:
+            from runtime.errors import CodecError
+
+            raise CodecError(f"{run} was started with another recipe ({saved.recipe or 'none'}, "
+                             f"sha256 {saved.sha256[:12] or '-'}); resume it without --recipe")
+        if schedule is None or not schedule.recipe:  # a plain resume may extend a plain run's steps
+            if saved.recipe == "" and len(saved.stages) == 1 and saved.seconds is None:
+                saved.stages[0].steps = cfg.steps
+        schedule = saved
+    schedule = schedule or single(cfg)
+    for s in schedule.stages:
+        if len(train_u8) < s.batch:
+            from runtime.errors import CodecError
+
+            raise CodecError(f"batch {s.batch} is larger than the training set ({len(train_u8)} images)")
+    save_schedule(schedule, run)
+    tr = Trainer(cfg)
+    state = load_state(run, tr.groups()) if resume else None
+    if state is None and cfg.init_from:
+        warm_start(cfg.init_from, tr.encoder, tr.generator, tr.rate)
+    state = state or {"step": 0, "stage": 0, "stage_step": 0, "stage_elapsed": 0.0, "elapsed": 0.0}
+    for name in ("log.csv", "val.csv"):
+        from training.run import _truncate_csv
+
+        _truncate_csv(run / name, state["step"])
+    eval_u8 = val_u8[: cfg.eval_images]
     best = load_best(run)
+    seconds_mode = schedule.seconds is not None
+    total = schedule.seconds if seconds_mode else schedule.total_steps
+    done = state["elapsed"] if seconds_mode else state["step"]
+    bar = tqdm(total=round(total), initial=round(done), desc=f"train {run.name}", disable=quiet,
+               unit="s" if seconds_mode else "step", mininterval=1.0 if sys.stderr.isatty() else 30.0,
+               dynamic_ncols=True)
+    last_val, t_steps, n_timed, losses, calls, last_log, last_eval = "", 0.0, 0, {}, 0, -1, -1
+    next_snap = (math.floor(state["elapsed"] / snapshot_every) + 1) * snapshot_every if snapshot_every else None
 
-    def write_best(tmp) -> None:
-        generator.save_weights(tmp / "generator.weights.h5")
-        encoder.save_weights(tmp / "encoder.weights.h5")
-        np.savez(tmp / "rate.npz", lambdas=lams.numpy(), **rate.numpy_state())
-
-    def on_eval(step: int, bar) -> None:
-        nonlocal best
-        row = evaluate(step)
+    def on_eval() -> None:
+        nonlocal best, last_val, last_eval
+        last_eval = state["step"]
+        row, samples = tr.evaluate(eval_u8)
+        row = {"step": state["step"], "elapsed": round(state["elapsed"], 1), "stage": state["stage"], **row}
+        _append_csv(run / "val.csv", row)
+        save_grid(np.concatenate([eval_u8[:8]] + samples), run / "samples" / f"step_{state['step']:06d}.png")
         if best is None or row["score"] < best["score"]:
             best = dict(row)
-            save_best(run, best, write_best)
+            save_best(run, best, tr.write_best)
         plot_rd_curves(run)
+        mid = cfg.levels // 2
+        last_val = f"{row[f'bytes{mid}']:.0f}B/{row[f'psnr{mid}']:.2f}dB"
         if not quiet:
-            bar.write(f"step {step}: score {row['score']:.4f} | " + " ".join(
-                f"{row[f'bytes{lev}']:.0f}B/{row[f'psnr{lev}']:.2f}dB" for lev in range(L)))
+            bar.write(f"step {state['step']} ({state['elapsed']:.0f} s): score {row['score']:.4f} | " + " ".join(
+                f"{row[f'bytes{lev}']:.0f}B/{row[f'psnr{lev}']:.2f}dB" for lev in range(cfg.levels)))
 
-    timing = loop(cfg, run, start, train_step, it, manager, on_eval, quiet)
-    return write_summary(run, cfg, best, timing)
+    def checkpoint() -> None:
+        save_state(run, tr.groups(), state)
 
+    def log_row() -> None:
+        nonlocal last_log
+        _append_csv(run / "log.csv", {"step": state["step"], **losses, "s_per_step": t_steps / max(n_timed, 1)})
+        last_log = state["step"]
 
-def warm_start(bundle_dir, encoder, generator, rate: RateModel) -> None:
+    def stage_end() -> None:
+        if losses and last_log != state["step"]:
+            log_row()
+        if last_eval != state["step"]:
+            on_eval()  # each stage ends with a validation (model selection sees every stage's end)
+
+    while state["stage"] < len(schedule.stages):
+        stage = schedule.stages[state["stage"]]
+        budget = schedule.stage_seconds(state["stage"])
+        progress = (state["stage_elapsed"] / budget) if seconds_mode else state["stage_step"] / stage.steps
+        if progress >= 1.0:
+            stage_end()
+            state.update(stage=state["stage"] + 1, stage_step=0, stage_elapsed=0.0)
+            checkpoint()
+            continue
+        if stop_after is not None and calls >= stop_after:
+            break
+        t0 = time.perf_counter()
+        tr.set_lr(stage.factor(progress, state["stage_step"]), stage.lr)
+        step = state["step"] + 1
+        losses = tr.step(batch_at(train_u8, step, stage.batch, cfg), stage.w_adv_rd)
+        if not all(np.isfinite(v) for v in losses.values()):
+            from runtime.errors import CodecError
+
+            raise CodecError(f"training diverged at step {step}: {losses}")
+        calls += 1
+        state.update(step=step, stage_step=state["stage_step"] + 1)
+        if step % 50 == 0:
+            log_row()
+        if step % cfg.eval_every == 0:
+            on_eval()
+        if step % cfg.ckpt_every == 0:
+            checkpoint()
+        dt = time.perf_counter() - t0
+        if calls > 2:  # the first steps trace
+            t_steps += dt
+            n_timed += 1
+        state["elapsed"] += dt
+        state["stage_elapsed"] += dt
+        bar.update(dt if seconds_mode else 1)
+        bar.set_postfix({"stage": f"{state['stage'] + 1}/{len(schedule.stages)}", "loss": f"{losses['loss']:.4f}",
+                         "val": last_val}, refresh=False)
+        if next_snap is not None and state["elapsed"] >= next_snap and (run / "best").exists():
+            shutil.copytree(run / "best", run / "snapshots" / f"t{int(next_snap):06d}", dirs_exist_ok=True)
+            next_snap += snapshot_every
+    if calls and losses and last_log != state["step"]:
+        log_row()
+    if calls or stop_after is None:
+        checkpoint()
+    plot_rd_curves(run)
+    bar.close()
+    timing = {"last_losses": losses, "seconds_per_step": (t_steps / n_timed) if n_timed else None,
+              "elapsed": state["elapsed"], "backend": tr.backend, "schedule": schedule.to_json()}
+    cfg.steps = state["step"]
+    return write_summary(Path(run), cfg, best, timing)
+
+def warm_start(bundle_dir, encoder, generator, rate) -> None:
     """Start a new run from a shipped bundle (``--init-from models/NAME``): its encoder and generator
     weights (the Keras mirrors), and its trained levels' gains, inverse gains and density (every
     SUBLEVELS-th exported level is a trained one, up to the levels the export extrapolated). The

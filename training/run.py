@@ -1,6 +1,7 @@
 """The run machinery shared by every training mode: a run directory (config, checkpoints, CSV
 logs, the best checkpoint's record), the tf.data batches, the step loop with its progress bar,
-evaluation and checkpoint cadence, sample grids and curves. training.train and training.rd use
+evaluation and checkpoint cadence, sample grids and curves (gan/recon modes: TensorFlow), and the
+backend-neutral checkpoint of rd runs (:func:`save_state`). training.train and training.rd use
 it; it imports only training.config and training.data.
 """
 
@@ -206,3 +207,45 @@ def plot_curves(run: Path) -> None:
     fig.tight_layout()
     fig.savefig(run / "curves.png", dpi=90)
     plt.close(fig)
+
+
+STATE_NAME = "state.npz"
+
+
+def save_state(run: Path, groups: dict, state: dict) -> None:
+    """``<run>/ckpt/state.npz``, atomically: every variable of ``groups`` ({name: [Keras variable]}:
+    the networks, rate model, optimizers and the random seed's state) as numpy, and the loop's
+    ``state`` (step, stage, elapsed seconds) as JSON. Backend-neutral: a run checkpointed by one
+    Keras backend or machine resumes on another."""
+    from keras import ops
+
+    d = Path(run) / "ckpt"
+    d.mkdir(parents=True, exist_ok=True)
+    arrays = {f"{name}/{i}": np.asarray(ops.convert_to_numpy(v)) for name, vs in groups.items()
+              for i, v in enumerate(vs)}
+    arrays["state"] = np.frombuffer(json.dumps(state).encode(), np.uint8)
+    tmp = d / (STATE_NAME + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    tmp.replace(d / STATE_NAME)
+
+
+def load_state(run: Path, groups: dict) -> dict | None:
+    """Assign a checkpoint (:func:`save_state`) to ``groups``' variables; its loop state, or None
+    when the run has none yet."""
+    path = Path(run) / "ckpt" / STATE_NAME
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    for name, vs in groups.items():
+        count = sum(1 for k in arrays if k.startswith(f"{name}/"))
+        if count != len(vs):
+            raise CodecError(f"{path}: its {name} holds {count} variables, this run's {len(vs)} "
+                             "(another design or version)")
+        for i, v in enumerate(vs):
+            a = arrays[f"{name}/{i}"]
+            if tuple(a.shape) != tuple(v.shape):
+                raise CodecError(f"{path}: {name} variable {i} has shape {a.shape}, this run's {tuple(v.shape)}")
+            v.assign(a.astype(v.dtype) if hasattr(a, "astype") else a)
+    return json.loads(arrays["state"].tobytes())

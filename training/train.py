@@ -34,7 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from runtime.errors import run_cli  # noqa: E402
+from runtime.errors import CodecError, run_cli  # noqa: E402
 from runtime.images import from_unit_range, to_unit_range  # noqa: E402
 from training.config import (  # noqa: E402, F401
     RD_WIDTHS,
@@ -120,13 +120,17 @@ def validation_psnr(generator, encoder, val_u8: np.ndarray, steps: int, seed: in
     return result
 
 
-def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
-    """Run (or resume) training; returns a summary dict (steps, best PSNR, step time)."""
+def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, schedule=None,
+          snapshot_every: float = 0.0) -> dict:
+    """Run (or resume) training; returns a summary dict (steps, best PSNR, step time). rd mode takes a
+    ``schedule`` (training.recipe: a recipe's stages, a wall-clock budget)."""
     cfg = cfg.resolved()
     if cfg.mode == "rd":
         from training.rd import train_rd
 
-        return train_rd(cfg, resume=resume, quiet=quiet)
+        return train_rd(cfg, resume=resume, quiet=quiet, schedule=schedule, snapshot_every=snapshot_every)
+    if schedule is not None and (schedule.seconds is not None or len(schedule.stages) > 1):
+        raise CodecError(f"--recipe and --seconds train rd runs; --mode {cfg.mode} runs --steps")
     cfg, run, train_u8, val_u8 = open_run(cfg, resume)
 
     tf = _tf()
@@ -234,26 +238,108 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
 
 def parser() -> argparse.ArgumentParser:
     """The CLI: an option per TrainConfig field (training.config.add_config_arguments: its default
-    and help text), and those of the invocation (--resume, --threads, --verbose)."""
+    and help text), and those of the invocation (--recipe, --seconds, --export, --resume, --backend,
+    --threads, --verbose)."""
     p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
-    add_config_arguments(p)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for TensorFlow (0: all)")
+    add_config_arguments(p, defaults={"data": None})
+    p.add_argument("--recipe", metavar="NAME", help="replay a recipe (training/recipes/NAME.toml, or a .toml "
+                   "path): its settings (flags given here override them) and stages")
+    p.add_argument("--seconds", type=float, metavar="S", help="rd: a wall-clock training budget; the schedule "
+                   "(a recipe's stages, or the one cosine cycle) is scaled to it instead of --steps")
+    p.add_argument("--export", metavar="DIR", help="rd: export the selected weights as a bundle in DIR at the end "
+                   "(python -m export.onnx; needs TensorFlow)")
+    p.add_argument("--overwrite", action="store_true", help="with --export: replace an existing bundle")
+    p.add_argument("--snapshot-every", type=float, default=0.0, metavar="S", help="rd: copy the selected "
+                   "weights to <run>/snapshots/tSECONDS every S seconds of training (a time-to-quality curve)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
+                   "(the stage and step it reached; a recipe run keeps its recipe)")
+    p.add_argument("--backend", choices=["tensorflow", "torch"], help="Keras backend (default: $KERAS_BACKEND, "
+                   "else tensorflow when installed, else torch); gan/recon modes need tensorflow")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
     p.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
     return p
 
 
+def choose_backend(name: str | None) -> str:
+    """Set KERAS_BACKEND (before Keras is imported): ``name``, else the environment's, else
+    tensorflow when it is installed, else torch."""
+    import importlib.util
+
+    if name is None:
+        name = os.environ.get("KERAS_BACKEND") or (
+            "tensorflow" if importlib.util.find_spec("tensorflow") else "torch")
+    if "keras" in sys.modules and os.environ.get("KERAS_BACKEND", "tensorflow") != name:
+        import keras
+
+        if keras.backend.backend() != name:
+            raise CodecError(f"Keras is already loaded with the {keras.backend.backend()} backend")
+    os.environ["KERAS_BACKEND"] = name
+    return name
+
+
+def config_and_schedule(a):
+    """(TrainConfig, Schedule or None) of parsed options: a recipe's [config] under the flags given
+    (those that differ from their defaults), its stages scaled to --seconds."""
+    from training.config import default
+    from training.recipe import load_recipe, recipe_schedule, single
+
+    if a.recipe is None:
+        if a.data is None:
+            raise CodecError("--data is required (or --recipe NAME)")
+        cfg = config_from_args(a)
+        return cfg, (single(cfg.resolved(), a.seconds) if a.seconds is not None else None)
+    fields, stages, name, sha = load_recipe(a.recipe)
+    given = {k: v for k, v in vars(a).items() if k in TrainConfig.__dataclass_fields__ and k not in ("data", "out")
+             and v != default(k)}
+    data = a.data or fields.get("data")
+    if data is None:
+        raise CodecError(f"recipe {name} names no data set: pass --data")
+    if a.data is None and not os.path.isabs(data):
+        from training.recipe import RECIPES_DIR
+
+        data = str((RECIPES_DIR.parent.parent / data).resolve())
+    cfg = TrainConfig(**{**fields, **given, "data": data, "out": a.out})
+    return cfg, recipe_schedule(cfg.resolved(), stages, name, sha, a.seconds)
+
+
+def export_bundle(run: str, out: str, overwrite: bool) -> None:
+    """``python -m export.onnx RUN --out OUT``, as a separate process (export imports training)."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "export.onnx", run, "--out", out] + (["--overwrite"] if overwrite else [])
+    if subprocess.run(cmd).returncode:
+        raise CodecError(f"export of {run} to {out} failed (the run is kept: `{' '.join(cmd[1:])}` retries it)")
+
+
 def main(argv=None) -> int:
     a = parser().parse_args(argv)
-    from runtime.quiet import quiet_tensorflow
 
-    quiet_tensorflow(a.verbose)
-    if a.threads:
-        tf = _tf()
-        tf.config.threading.set_intra_op_parallelism_threads(a.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(a.threads)
-    cfg = config_from_args(a)
-    return run_cli(lambda: print(json.dumps(train(cfg, resume=a.resume), indent=2)))
+    def go():
+        backend = choose_backend(a.backend)
+        if a.seconds is not None and a.seconds <= 0:
+            raise CodecError("--seconds must be positive")
+        if a.export and os.path.exists(a.export) and not a.overwrite:
+            raise CodecError(f"--export {a.export} already exists; pass --overwrite to replace it")
+        if backend == "tensorflow":
+            from runtime.quiet import quiet_tensorflow
+
+            quiet_tensorflow(a.verbose)
+        cfg, schedule = config_and_schedule(a)
+        if backend == "tensorflow":
+            if a.threads:
+                tf = _tf()
+                tf.config.threading.set_intra_op_parallelism_threads(a.threads)
+                tf.config.threading.set_inter_op_parallelism_threads(a.threads)
+        elif a.threads:
+            import torch
+
+            torch.set_num_threads(a.threads)
+        summary = train(cfg, resume=a.resume, schedule=schedule, snapshot_every=a.snapshot_every)
+        print(json.dumps(summary, indent=2))
+        if a.export:
+            export_bundle(cfg.out, a.export, a.overwrite)
+
+    return run_cli(go)
 
 
 if __name__ == "__main__":
