@@ -16,7 +16,7 @@ DATA_airplane := cifar10_airplane
 DATA_automobile := cifar10_automobile
 DATA_flowers := flowers64
 
-.PHONY: install browser web-runtime web web-demo test test-fast demo lint train-% finetune-% gpu-pack-% gpu-unpack-% tables-% bench-tables bench-tables-% export-% export-all check-models bench bench-rd bench-table bench-speed bench-effort bench-aarch64 bench-train-speed fuzz clean
+.PHONY: install browser web-runtime web web-demo test test-fast demo lint train-% finetune-% recipe-% tables-% bench-tables bench-tables-% export-% export-all check-models bench bench-rd bench-table bench-speed bench-effort bench-aarch64 bench-train-speed fuzz clean
 
 install: $(STAMP)
 
@@ -78,7 +78,7 @@ train-airplane train-automobile train-flowers: train-%: install
 # docs/training/*_ft2*). The last round trains the rate under the coder's 8 entropy contexts
 # (--rate-contexts 8): automobile one 8000-step cycle (`FT_STEPS=8000`), flowers one of 4000; airplane one 9000-step
 # cycle that also added a residual block to its encoder and generator (curves: *_ctx*, *_blk*).
-# Then one GPU cycle each (training/gpu.py, below): airplane 23,484 steps, automobile 23,999 (adding a
+# Then one GPU cycle each (training/gpu.py, a PyTorch copy of the trainer since replaced by Keras's torch backend): airplane 23,484 steps, automobile 23,999 (adding a
 # residual block to its encoder and generator), flowers 7,865; batch 64, lr 1e-4 (curves: *_gpu*);
 # then airplane and automobile one more cycle of the same trainer on this CPU (`training.gpu train
 # --device cpu --threads 1 --batch 32 --seconds 4500`: 14,623 / 14,621 steps; curves: *_cpu_*), and one
@@ -97,12 +97,14 @@ finetune-airplane finetune-automobile finetune-flowers: finetune-%: install
 	$(PY) -m training.train --data $(DATA)/$(DATA_$*).npz --out runs/ft-$* --steps $(FT_STEPS) --batch $(BATCH) \
 	  --eval-every 500 --eval-images 256 --ckpt-every 500 --threads $(THREADS) --lr $(FT_LR) \
 	  $(if $(wildcard runs/ft-$*/config.json),--resume,--init-from models/$* $(FT_ARGS) $(FT_ARGS_$*))
-# A cycle on a GPU machine that has PyTorch but no TensorFlow (the device machine): `make gpu-pack-NAME`
-# writes gpu/NAME.npz (the warm-started weights, rate model, training images as lossless WebP, parity
-# references); there `python3 -m training.gpu train gpu/NAME.npz --seconds 540 --out OUT.npz`; here
-# `make gpu-unpack-NAME RESULT=OUT.npz` writes runs/gpu-NAME, which `make export-NAME RUN=gpu` ships.
-gpu-pack-%: install
-	$(PY) -m training.gpu pack --data $(DATA)/$(DATA_$*).npz --init-from models/$* --out gpu/$*.npz $(FT_ARGS) $(FT_ARGS_$*)
+# Recipes (training/recipes/NAME.toml): a shipped bundle's whole training as one replayable run,
+# from scratch, resumed where it stopped; `SECONDS=7200` scales its stages to a wall-clock budget;
+# ends with the bundle in build/recipe-NAME. On a machine without TensorFlow (the GPU machine)
+# the same command trains on Keras's PyTorch backend (`--backend torch`); its run directory
+# (runs/recipe-NAME: config, ckpt/state.npz, best/) then comes back here for `export.onnx`.
+recipe-%: install
+	$(PY) -m training.train --recipe $* --out runs/recipe-$* --threads $(THREADS) $(if $(SECONDS),--seconds $(SECONDS)) \
+	  $(if $(wildcard runs/recipe-$*/config.json),--resume) --export build/recipe-$* --overwrite
 # Refit a shipped bundle's entropy tables in place (entropy.bin version 3, parametric; the
 # networks stay): `make tables-NAME`, e.g. after changing the table format.
 TABLE_DATA_airplane := $(DATA)/$(DATA_airplane).npz
@@ -111,8 +113,6 @@ TABLE_DATA_flowers := $(DATA)/$(DATA_flowers).npz
 TABLE_DATA_flowers128 := $(DATA)/flowers128
 tables-%: install
 	$(PY) -m export.tables models/$* --data $(TABLE_DATA_$*)
-gpu-unpack-%: install
-	$(PY) -m training.gpu unpack $(RESULT) --run runs/gpu-$*
 # flowers128: an any-size bundle, trained on random 64x64 crops of the 128x128 photos (validated and
 # exported on whole images), warm-started from the 32x32 flowers bundle. The shipped one: 10,000 steps
 # at batch 16 on both CPU cores (4.4 steps/s, ~38 min), stopped there by the session's clock.
@@ -154,7 +154,7 @@ bench-effort: install
 # Issue #27: decoder and base encoder on aarch64 under qemu-user (a Debian arm64 root, built once; needs root).
 bench-aarch64:
 	bash benchmarks/aarch64.sh --data $(DATA)/cifar10_airplane.npz
-# Issue #28: the Keras/TF training step against the PyTorch copy (training/gpu.py), side by side;
+# Issue #28: the one trainer's step on Keras's TensorFlow backend, its PyTorch backend and XLA, side by side;
 # PyTorch comes with the gpu extra.
 bench-train-speed: install
 	$(PY) -m benchmarks.train_speed --init-from models/airplane --data $(DATA)/cifar10_airplane.npz --xla

@@ -1,16 +1,18 @@
-"""Training step time on this machine: the Keras/TensorFlow trainer (``training.rd``) against the
-hand-written PyTorch copy (``training.gpu``), side by side in one run, at the same batch, threads
-and starting weights (a shipped bundle's, as its fine-tuning cycles start), and, with ``--xla``,
-the Keras step compiled by XLA (``jit_compile``).
+"""Training step time on this machine: the one trainer (``training.rd.Trainer``) on Keras's
+TensorFlow backend (``tf.function``), on its PyTorch backend (in a process without TensorFlow, as
+on a GPU machine that has none), and, with ``--xla``, the TensorFlow step compiled by XLA
+(``jit_compile``); side by side in one run, at the same batch, threads and starting weights (a
+shipped bundle's, as its fine-tuning cycles start).
 
     python -m benchmarks.train_speed --init-from models/NAME --data PATH.npz [--batch 32]
         [--steps 300] [--threads 2] [--xla] [--out DIR] [--stem NAME]
 
-Each trainer runs ``--steps`` steps (the PyTorch copy: a wall-clock budget sized from the Keras
-time, its step time read off its last 200 steps); the first steps (tracing, warm-up) are not
-timed. Both include their data pipeline (batch draw, flip) and the discriminator's step. PyTorch
-comes with the ``gpu`` extra (``make install`` installs it); without it the copy's row says so.
-Writes benchmarks/results/train_speed.{json,md}.
+Each runs ``--steps`` steps of ``training.rd.train_rd``; the first steps (tracing, warm-up) are
+not timed. All include their data pipeline (batch draw, crop, flip, level and noise) and the
+discriminator's step. The hand-written PyTorch copy this trainer replaced measured 0.248 s/step
+at batch 32, 2 threads, from models/airplane, against 0.233 for the Keras/TF step of then
+(benchmarks/results/train_speed_copy.md). PyTorch comes with the ``gpu`` extra (``make install``
+installs it); without it its row says so. Writes benchmarks/results/train_speed.{json,md}.
 """
 
 from __future__ import annotations
@@ -27,7 +29,20 @@ from benchmarks.rd import RESULTS_DIR, cli, fmt, md_table, now, quiet_tensorflow
 from runtime.errors import CodecError
 
 STEPS = 300
-TORCH_LOG_EVERY = 200  # training.gpu logs its step time every 200 steps
+COPY_SECONDS_PER_STEP = 0.248  # the PyTorch copy (training/gpu.py, removed): train_speed_copy.md
+# one train_rd run on Keras's torch backend, TensorFlow blocked; prints its summary as JSON
+TORCH_SCRIPT = """
+import dataclasses, json, sys
+sys.modules["tensorflow"] = None
+import torch
+args = json.loads(sys.argv[1])
+torch.set_num_threads(args["threads"])
+from training.config import TrainConfig
+from training.rd import train_rd
+s = train_rd(TrainConfig(**args["cfg"]), quiet=True)
+print(json.dumps({"seconds_per_step": s["seconds_per_step"], "torch": torch.__version__,
+                  "threads": torch.get_num_threads(), "backend": s["backend"]}))
+"""
 
 
 def bundle_config(init_from: str, data: str, out: str, batch: int, steps: int):
@@ -72,22 +87,24 @@ def keras_step(cfg, xla: bool = False) -> dict:
     return {"seconds_per_step": summary["seconds_per_step"], "steps": cfg.steps, "wall_s": time.perf_counter() - t0}
 
 
-def torch_step(cfg, work: Path, seconds: float) -> dict:
-    """Seconds per step of ``training.gpu.train`` (PyTorch, CPU) over a ``seconds`` budget."""
-    try:
-        import torch
-    except ImportError:
-        return {"error": "PyTorch is not installed (pip install '.[gpu]')"}
-    from training import gpu
+def torch_step(cfg, threads: int) -> dict:
+    """Seconds per step of ``training.rd.train_rd`` on Keras's torch backend (a subprocess)."""
+    import dataclasses
+    import importlib.util
+    import subprocess
+    import sys
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads()))
-    pack = work / "pack.npz"
-    gpu.pack(cfg, pack)
+    if importlib.util.find_spec("torch") is None:
+        return {"error": "PyTorch is not installed (pip install '.[gpu]')"}
+    env = {**os.environ, "KERAS_BACKEND": "torch", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads)}
     t0 = time.perf_counter()
-    summary = gpu.train(pack, seconds, work / "result.npz", eval_seconds=1e9, batch=cfg.batch, device="cpu",
-                        reserve=0.0, warmup=1)
-    return {"seconds_per_step": summary["seconds_per_step"], "steps": summary["steps"],
-            "wall_s": time.perf_counter() - t0, "torch": torch.__version__, "threads": torch.get_num_threads()}
+    proc = subprocess.run([sys.executable, "-c", TORCH_SCRIPT, json.dumps({"cfg": dataclasses.asdict(cfg),
+                                                                           "threads": threads})],
+                          capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parent.parent)
+    if proc.returncode:
+        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {**row, "steps": cfg.steps, "wall_s": time.perf_counter() - t0}
 
 
 def train_speed(init_from: str, data: str, batch: int = 32, steps: int = STEPS, threads: int = 2,
@@ -104,13 +121,12 @@ def train_speed(init_from: str, data: str, batch: int = 32, steps: int = STEPS, 
         rows["keras_tf"] = keras_step(cfg)
         if xla:
             rows["keras_tf_xla"] = keras_step(bundle_config(init_from, data, str(work / "xla"), batch, steps), xla=True)
-        # enough wall-clock time for the copy's step log (every 200 steps) to cover ~steps steps
-        per = rows["keras_tf"]["seconds_per_step"] or 0.2
-        rows["pytorch_copy"] = torch_step(cfg, work, 30.0 + max(steps, 2 * TORCH_LOG_EVERY) * per * 1.5)
-    torch_s = rows["pytorch_copy"].get("seconds_per_step")
+        rows["keras_torch"] = torch_step(bundle_config(init_from, data, str(work / "torch"), batch, steps), threads)
+    tf_s = rows["keras_tf"].get("seconds_per_step")
     for row in rows.values():
         s = row.get("seconds_per_step")
-        row["ratio_to_copy"] = round(s / torch_s, 3) if s and torch_s else None
+        row["ratio_to_tf"] = round(s / tf_s, 3) if s and tf_s else None
+        row["ratio_to_copy"] = round(s / COPY_SECONDS_PER_STEP, 3) if s else None
     import keras
 
     return {"date": now(), "init_from": init_from, "data": str(data), "batch": batch, "threads": threads,
@@ -118,22 +134,25 @@ def train_speed(init_from: str, data: str, batch: int = 32, steps: int = STEPS, 
             "keras": keras.__version__, "rows": rows}
 
 
-LABELS = {"keras_tf": "Keras / TensorFlow (training.rd, tf.function)",
-          "keras_tf_xla": "Keras / TensorFlow, XLA (jit_compile)",
-          "pytorch_copy": "PyTorch copy (training.gpu)"}
+LABELS = {"keras_tf": "Keras, TensorFlow backend (tf.function)",
+          "keras_tf_xla": "Keras, TensorFlow backend, XLA (jit_compile)",
+          "keras_torch": "Keras, PyTorch backend (no TensorFlow in the process)"}
 
 
 def markdown(r: dict) -> str:
     rows = [[LABELS[k], fmt(v.get("seconds_per_step"), 3), v.get("steps", "—"),
+             fmt(v.get("ratio_to_tf"), 2) if v.get("ratio_to_tf") else "—",
              fmt(v.get("ratio_to_copy"), 2) if v.get("ratio_to_copy") else "—", v.get("error", "")]
             for k, v in r["rows"].items()]
+    torch_v = r["rows"].get("keras_torch", {}).get("torch")
     return "\n".join([
-        f"### Training step time — from `{r['init_from']}` (batch {r['batch']}, {r['threads']} threads)", "",
-        f"{r['machine']}; TensorFlow {r['tensorflow']}, Keras {r['keras']}"
-        + (f", PyTorch {r['rows']['pytorch_copy']['torch']}" if "torch" in r["rows"]["pytorch_copy"] else "")
+        f"### Training step time — the one trainer, from `{r['init_from']}` (batch {r['batch']}, "
+        f"{r['threads']} threads)", "",
+        f"{r['machine']}; TensorFlow {r['tensorflow']}, Keras {r['keras']}" + (f", PyTorch {torch_v}" if torch_v else "")
         + f". {r['date']}. Each includes its data pipeline and the discriminator's step; tracing and "
-        "warm-up steps are not timed.", "",
-        md_table(["trainer", "s / step", "steps", "× the copy", "note"], rows), ""])
+        f"warm-up steps are not timed. \"× the copy\": against the removed PyTorch copy's "
+        f"{COPY_SECONDS_PER_STEP} s/step (train_speed_copy.md).", "",
+        md_table(["trainer", "s / step", "steps", "× TF", "× the copy", "note"], rows), ""])
 
 
 def run(argv=None) -> int:

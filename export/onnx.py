@@ -27,6 +27,7 @@ other tables gives another id, and files of one never verify under the other.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -189,7 +190,6 @@ def _versions() -> dict:
 
 
 DEFAULT_BYTES = 64  # the default rate level is the one whose validation files average nearest this
-DEGENERATE_FRACTION = 1e-4  # a channel nonzero in fewer training latents than this is not coded
 
 
 def expand_levels(rate: dict, sublevels: int = SUBLEVELS, extra: int = EXTRA_LEVELS) -> dict:
@@ -261,7 +261,7 @@ def entropy_parameters(y: np.ndarray, gains: np.ndarray, inv_gains: np.ndarray, 
                        segments: int = SEGMENTS):
     """The bundle's entropy model (entropy.bin version 3) from the training set's latents ``y``
     (N, H, W, C): each channel's quantile knots; per level the coded channels (nonzero in more than
-    :data:`DEGENERATE_FRACTION` of the positions); and per (level, coded channel, context) the
+    :data:`runtime.entropy.DEGENERATE_FRACTION` of the positions: :func:`runtime.entropy.coded_channels`); and per (level, coded channel, context) the
     parameter byte (temperature, zero weight) whose exact derived table codes that context's
     training symbols in the fewest bits (a context never seen keeps the marginal). The floats stay
     here: the decoder derives the tables from the stored integers."""
@@ -277,7 +277,7 @@ def entropy_parameters(y: np.ndarray, gains: np.ndarray, inv_gains: np.ndarray, 
     for level, g in enumerate(gains):
         q = quantize_latents(y, g)
         flat = q.reshape(-1, channels)
-        coded[level] = (np.count_nonzero(flat, axis=0) > DEGENERATE_FRACTION * len(flat)) & (steps[level] <= em.MAX_STEP)
+        coded[level] = em.coded_channels(flat) & (steps[level] <= em.MAX_STEP)
         q = np.clip(q, np.where(coded[level], lo[level], 0), np.where(coded[level], hi[level], 0))
         ctx = em.contexts(q, coded[level], contexts).reshape(-1, channels)
         flat = q.reshape(-1, channels)
@@ -334,6 +334,31 @@ def warm_start_facts(cfg, selected_step=None) -> dict:
             "total_steps": prior + int(cfg.steps)}
 
 
+def recorded_run(run: Path) -> dict:
+    """What a run's own records add to the manifest: the steps it trained (summary.json), the
+    Keras backend, its last stage's lr and adversarial weight, and its recipe (training.recipe:
+    name, SHA-256 of the file, the wall-clock budget, the stages) when it replayed one."""
+    from training.recipe import load_schedule
+
+    facts = {}
+    summary = run / "summary.json"
+    if summary.exists():
+        data = json.loads(summary.read_text())
+        facts["steps"] = int(data.get("steps", 0)) or None
+        if data.get("backend"):
+            facts["backend"] = data["backend"]
+    schedule = load_schedule(run)
+    if schedule is not None:
+        last = schedule.stages[-1]
+        facts.update(lr=last.lr, w_adv=last.w_adv_rd)
+        if schedule.seconds is not None:
+            facts["seconds"] = schedule.seconds
+        if schedule.recipe:
+            facts["recipe"] = {"name": schedule.recipe, "sha256": schedule.sha256, "seconds": schedule.seconds,
+                               "stages": [dataclasses.asdict(st) for st in schedule.stages]}
+    return {k: v for k, v in facts.items() if v is not None}
+
+
 def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None = None,
                overwrite: bool = False, seed: int = 0) -> dict:
     """Export the best checkpoint of an ``rd`` run as a bundle in ``out``; returns the manifest."""
@@ -355,6 +380,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
         raise ExportError(f"{run} was trained with --mode {cfg.mode}; only rd runs make a bundle "
                           "(format 2: spatial latent, rate levels, entropy tables)")
     best = json.loads((best_dir / "best.json").read_text())
+    run_facts = recorded_run(run)
     encoder, generator = build_rd_models(cfg)
     generator.load_weights(best_dir / "generator.weights.h5")
     encoder.load_weights(best_dir / "encoder.weights.h5")
@@ -422,16 +448,19 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, name: str | None 
             "levels": len(levels["gains"]),
             "output_range": [-1.0, 1.0],
             "dataset": dataset,
-            "training": {"mode": cfg.mode, "steps": cfg.steps, "selected_step": best.get("step"),
+            "training": {"mode": cfg.mode, "steps": run_facts.get("steps", cfg.steps), "selected_step": best.get("step"),
                          "batch": cfg.batch, "seed": cfg.seed, "trained_levels": cfg.levels,
                          **({"crop": cfg.image_size} if cfg.crop else {}),
                          "lambda_range": [cfg.lam_min, cfg.lam_max], "arch": cfg.rd_arch, "g_widths": cfg.rd_g_widths,
                          "e_widths": cfg.rd_e_widths, "d_widths": cfg.rd_d_widths,
                          "g_blocks": cfg.rd_g_blocks, "e_blocks": cfg.rd_e_blocks,
-                         "w_adv": cfg.w_adv_rd, "lr": cfg.lr, "rate_contexts": cfg.rate_contexts,
+                         "w_adv": run_facts.get("w_adv", cfg.w_adv_rd), "lr": run_facts.get("lr", cfg.lr),
+                         "rate_contexts": cfg.rate_contexts,
+                         **{k: v for k, v in run_facts.items() if k in ("recipe", "backend", "seconds")},
                          "entropy_contexts": model.contexts, "entropy_segments": SEGMENTS,
                          "extra_levels": EXTRA_LEVELS, "generator_kernels": GENERATOR_KERNELS,
-                         **warm_start_facts(cfg, best.get("step"))},
+                         **warm_start_facts(dataclasses.replace(cfg, steps=run_facts.get("steps", cfg.steps)),
+                                            best.get("step"))},
             "validation": (validation := validation_figures(predict(encoder, to_unit_range(val_u8)),
                                                             tmp / GENERATOR_ONNX, model, levels["gains"], val_u8)),
             # the level whose validation files are nearest DEFAULT_BYTES: what --level defaults to

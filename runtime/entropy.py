@@ -345,27 +345,43 @@ class RangeDecoder:
 
 # --- contexts ---------------------------------------------------------------------------------------
 
-def contexts(symbols, coded: np.ndarray, k: int, xp=np):
+def contexts(symbols, coded, k: int, xp=np):
     """The context of every symbol of (..., H, W, C) latents, integer arithmetic only.
 
-    ``coded`` (C,) bool: the channels whose tables are not degenerate at this level. For channel c
-    at position (h, w), with m = the number of coded channels before c and z = how many of them
-    hold a nonzero symbol at (h, w): context = 0 if m == 0, else min(k − 1, (k · z) // m).
-    Channels are decoded in order, so the decoder knows z and m before it decodes channel c.
+    ``coded`` (C,) bool: the channels whose tables are not degenerate at this level (or any shape
+    that broadcasts against the symbols, channels last: training's (N, 1, 1, C) masks of each
+    image's level). For channel c at position (h, w), with m = the number of coded channels before
+    c and z = how many of them hold a nonzero symbol at (h, w): context = 0 if m == 0, else
+    min(k − 1, (k · z) // m). Channels are decoded in order, so the decoder knows z and m before it
+    decodes channel c.
 
     The one definition of the rule: ``xp`` is numpy (the coder) or ``keras.ops`` (training, on
-    integer-valued float tensors of any backend); only functions both share are used.
+    integer-valued float tensors of any backend, ``coded`` a numpy array or a 0/1 tensor); only
+    functions both share are used.
     """
-    coded = np.asarray(coded, bool)
     if k <= 1:
         return xp.zeros(xp.shape(symbols), "int64")
     if xp is np:  # a bool array: the coder's fast path
+        coded = np.asarray(coded, bool)
         nonzero = (np.asarray(symbols) != 0) & coded
+        m = np.cumsum(coded, axis=-1, dtype=np.int64) - coded
     else:
-        nonzero = xp.where(xp.logical_and(xp.not_equal(symbols, 0), coded), 1, 0)
+        coded = xp.cast(xp.convert_to_tensor(coded), "int64")
+        nonzero = xp.where(xp.logical_and(xp.not_equal(symbols, 0), xp.not_equal(coded, 0)), 1, 0)
+        m = xp.subtract(xp.cumsum(coded, axis=-1), coded)
     z = xp.subtract(xp.cumsum(nonzero, axis=-1, dtype="int64"), nonzero)
-    m = np.cumsum(coded, dtype=np.int64) - coded
-    return xp.where(m > 0, xp.minimum(k - 1, (k * z) // np.maximum(m, 1)), 0)
+    return xp.where(m > 0, xp.minimum(k - 1, (k * z) // xp.maximum(m, 1)), 0)
+
+
+DEGENERATE_FRACTION = 1e-4  # a channel nonzero in fewer training latents than this is not coded
+
+
+def coded_channels(symbols: np.ndarray) -> np.ndarray:
+    """(C,) bool: the channels of (..., C) training symbols at one level that the file codes (their
+    table is not degenerate): nonzero in more than :data:`DEGENERATE_FRACTION` of the positions.
+    Export builds the tables with it, and training prices the rate of exactly these channels."""
+    flat = np.asarray(symbols).reshape(-1, np.shape(symbols)[-1])
+    return np.count_nonzero(flat, axis=0) > DEGENERATE_FRACTION * len(flat)
 
 
 # --- parametric tables (entropy.bin version 3) -----------------------------------------------------

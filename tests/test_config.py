@@ -5,6 +5,7 @@ import dataclasses
 
 import pytest
 
+from runtime.errors import CodecError
 from training.config import TrainConfig, config_from_args, default, flag
 
 
@@ -42,8 +43,10 @@ def test_cli_parses_lists_switches_and_choices():
     for bad in (["--mode", "vae"], ["--rd-g-widths", "8,x"], ["--norm", "layer"]):
         with pytest.raises(SystemExit):
             parser().parse_args(["--data", "d", "--out", "o", *bad])
-    with pytest.raises(SystemExit):
-        parser().parse_args(["--out", "o"])  # --data is required
+    from training.train import config_and_schedule
+
+    with pytest.raises(CodecError, match="--data is required"):
+        config_and_schedule(parser().parse_args(["--out", "o"]))  # --data (or --recipe) is required
 
 
 def test_list_defaults_are_not_shared():
@@ -52,17 +55,3 @@ def test_list_defaults_are_not_shared():
     assert b.g_widths == default("g_widths") != a.g_widths
     with pytest.raises(KeyError):
         default("data")
-
-
-def test_gpu_pack_options_are_the_dataclass_ones():
-    """training.gpu pack: TrainConfig's options, defaults and help texts, but for PACK_DEFAULTS."""
-    from training.gpu import PACK_DEFAULTS, PACK_OPTIONS, parser
-
-    a = parser().parse_args(["pack", "--data", "d", "--init-from", "models/x", "--out", "p.npz"])
-    cfg = config_from_args(a, out="")
-    expected = TrainConfig("d", "", init_from="models/x", **PACK_DEFAULTS)
-    assert cfg == expected
-    pack = next(act for act in parser()._actions if act.dest == "cmd").choices["pack"]
-    options = _options(pack)
-    for name in PACK_OPTIONS:
-        assert options[flag(name)].help.startswith(TrainConfig.__dataclass_fields__[name].metadata["help"])

@@ -71,14 +71,13 @@ def test_one_step_loss_equals_between_backends(tiny_npz, tmp_path):
 
     cfg = _tiny(tiny_npz, tmp_path / "r")
     tr = Trainer(cfg)
-    save_state(tmp_path / "r", tr.groups(), {"step": 0})
     rng = np.random.default_rng(5)
     from training.data import load_dataset
 
     train_u8, _ = load_dataset(cfg.data, cfg.image_size, cfg.seed)
-    x = batch_at(train_u8, 1, cfg.batch, cfg)
-    level = rng.integers(0, cfg.levels, cfg.batch).astype(np.int32)
-    noise = rng.uniform(-0.5, 0.5, (cfg.batch, *tr.latent)).astype(np.float32)
+    x, level, noise = batch_at(train_u8, 1, cfg.batch, cfg, tr.latent)
+    tr.coded.assign((rng.random((cfg.levels, cfg.channels)) < 0.7).astype(np.float32))  # some channels not coded
+    save_state(tmp_path / "r", tr.groups(), {"step": 0})
     np.savez(tmp_path / "inputs.npz", x=x, level=level, noise=noise)
     payload = {"cfg": dataclasses.asdict(cfg), "run": str(tmp_path / "r"), "inputs": str(tmp_path / "inputs.npz"),
                "w_adv": 2.0}
@@ -205,6 +204,13 @@ def test_recipe_interrupted_and_resumed_gives_the_same_weights(tiny_npz, tmp_pat
     assert {k: v for k, v in sa.items() if k not in clock} == {k: v for k, v in sb.items() if k not in clock}
     saved = json.loads((tmp_path / "cut" / "recipe.json").read_text())
     assert saved["recipe"] == "tiny" and len(saved["sha256"]) == 64
+    # the bundle's manifest records the recipe, its hash and the steps trained
+    from export.onnx import export_run
+
+    training = export_run(tmp_path / "cut", tmp_path / "bundle")["training"]
+    assert training["recipe"]["name"] == "tiny" and training["recipe"]["sha256"] == saved["sha256"]
+    assert training["steps"] == 6 and training["lr"] == 1e-4 and training["w_adv"] == 2.0
+    assert [st["name"] for st in training["recipe"]["stages"]] == ["one", "two"]
     # a resume under another recipe is refused
     recipe.write_text(RECIPE.replace("steps = 3\nlr = 1e-4", "steps = 4\nlr = 1e-4"))
     with pytest.raises(CodecError, match="another recipe"):
@@ -242,7 +248,7 @@ def test_shipped_recipes_parse_and_name_their_data():
 def test_seconds_budget_scales_the_schedule(tiny_npz, tmp_path):
     """--seconds: the stages share the budget by their steps; the run stops at the budget."""
     from training.rd import train_rd
-    from training.recipe import Stage, Schedule
+    from training.recipe import Schedule, Stage
 
     cfg = _tiny(tiny_npz, tmp_path / "s", eval_every=1000, ckpt_every=1000)
     sched = Schedule([Stage(100000, 3e-4, 8.0, 16, 0, "a"), Stage(300000, 1e-4, 2.0, 16, 0, "b")], seconds=6.0)

@@ -626,3 +626,38 @@ def test_page_decodes_non_square_files_like_python(any_size_site_url, tiny_any_b
                 assert f"{image.shape[1]}×{image.shape[0]}" in info, info
         finally:
             browser.close()
+
+
+def test_js_contexts_equal_python_and_training_on_random_symbols(tmp_path):
+    """The context function, bit for bit: the JS decoder's contexts() under node, the coder's
+    (runtime.entropy.contexts, numpy) and training's (training.rate.context_of, keras.ops), on
+    random symbols, coded masks and context counts."""
+    import json as _json
+
+    from keras import ops
+
+    from runtime.entropy import contexts
+    from training.rate import context_of
+
+    rng = np.random.default_rng(11)
+    cases = []
+    for k in (1, 2, 3, 8, 16):
+        for c in (1, 5, 64):
+            symbols = (rng.integers(-3, 4, (3, 2, c)) * (rng.random((3, 2, c)) < 0.5)).astype(np.int64)
+            coded = rng.random(c) < 0.7
+            cases.append({"k": k, "coded": coded.tolist(), "symbols": symbols.ravel().tolist(), "shape": symbols.shape})
+    (tmp_path / "cases.json").write_text(_json.dumps(cases))
+    script = ("import { readFileSync } from 'node:fs'; import { contexts } from '" + (ROOT / "demo/web/decoder.js").as_uri()
+              + "'; const cases = JSON.parse(readFileSync(process.argv[1], 'utf8'));"
+              " console.log(JSON.stringify(cases.map((c) => Array.from(contexts(Int32Array.from(c.symbols), c.coded, c.k)))));")
+    proc = subprocess.run([node_or_skip(), "--input-type=module", "-e", script, str(tmp_path / "cases.json")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    got_js = _json.loads(proc.stdout)
+    for case, js in zip(cases, got_js):
+        symbols = np.array(case["symbols"]).reshape(case["shape"])
+        want = contexts(symbols, np.array(case["coded"]), case["k"])
+        np.testing.assert_array_equal(np.array(js).reshape(symbols.shape), want)
+        train = ops.convert_to_numpy(context_of(ops.convert_to_tensor(symbols[None].astype(np.float32)), case["k"],
+                                                np.array(case["coded"])))
+        np.testing.assert_array_equal(train[0], want)

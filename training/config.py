@@ -159,8 +159,8 @@ def flag(name: str) -> str:
 def add_config_arguments(parser: argparse.ArgumentParser, names=None, defaults=None) -> None:
     """Add an option per TrainConfig field (or per field in ``names``) to ``parser``: its flag
     (:func:`flag`), help text, choices and metavar from the field's metadata, its default the
-    field's (``defaults`` may override some: a command that means other defaults, training.gpu
-    pack), lists written ``a,b,c``, bools as switches; fields without a default are required."""
+    field's (``defaults`` may override some: training.train's --data, which a --recipe may name),
+    lists written ``a,b,c``, bools as switches; fields without a default are required."""
     defaults = defaults or {}
     for f in dataclasses.fields(TrainConfig):
         if names is not None and f.name not in names:

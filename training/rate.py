@@ -35,10 +35,14 @@ def mixture_likelihood(q, gain, mix_logits, means, log_scales):
     return ops.maximum(ops.sum(w * mass, axis=-1), 1e-9)
 
 
-def mixture_bits(q, gain, mix_logits, means, log_scales):
-    """Bits per image (N,) of scaled latents q under :func:`mixture_likelihood`."""
-    p = mixture_likelihood(q, gain, mix_logits, means, log_scales)
-    return ops.sum(-ops.log(p), axis=[1, 2, 3]) / math.log(2.0)
+def mixture_bits(q, gain, mix_logits, means, log_scales, coded=None):
+    """Bits per image (N,) of scaled latents q under :func:`mixture_likelihood`; with ``coded`` (a 0/1
+    mask broadcastable to q, channels last), only the coded channels' (the others cost nothing in
+    the file)."""
+    nll = -ops.log(mixture_likelihood(q, gain, mix_logits, means, log_scales))
+    if coded is not None:
+        nll = nll * coded
+    return ops.sum(nll, axis=[1, 2, 3]) / math.log(2.0)
 
 
 def ste_round(v):
@@ -48,11 +52,11 @@ def ste_round(v):
 
 def context_of(symbols, k: int, coded=None):
     """:func:`runtime.entropy.contexts` (the one definition) on (N, H, W, C) integer-valued tensors.
-    ``coded``: the (C,) bool mask of the channels the file codes at the level (every channel when
-    None)."""
+    ``coded``: the channels the file codes at each image's level ((C,) bool, or a 0/1 tensor
+    broadcastable to the symbols; every channel when None)."""
     from runtime.entropy import contexts
 
-    mask = np.ones(int(symbols.shape[-1]), bool) if coded is None else np.asarray(coded, bool)
+    mask = np.ones(int(symbols.shape[-1]), bool) if coded is None else coded
     return contexts(symbols, mask, k, xp=ops)
 
 
@@ -81,14 +85,16 @@ class RateModel:
     def gains(self, level):
         return ops.exp(ops.take(self.log_gain, level, axis=0)), ops.exp(ops.take(self.log_inv_gain, level, axis=0))
 
-    def bits(self, q, gain, symbols=None):
+    def bits(self, q, gain, symbols=None, coded=None):
         """Per-image bits of scaled latents q (N, H, W, C) at gain (broadcastable); with contexts,
-        each position's density is its context's, read from the integer ``symbols`` (round(q))."""
+        each position's density is its context's, read from the integer ``symbols`` (round(q)).
+        ``coded`` (0/1, broadcastable to q): the channels the file codes at each image's level, as
+        the coder counts them: the others cost nothing and do not count in the contexts (None: all)."""
         if self.contexts == 1:
-            return mixture_bits(q, gain, self.mix_logits, self.means, self.log_scales)
-        pick = ops.one_hot(context_of(symbols, self.contexts), self.contexts)  # (N, H, W, C, K)
+            return mixture_bits(q, gain, self.mix_logits, self.means, self.log_scales, coded)
+        pick = ops.one_hot(context_of(symbols, self.contexts, coded), self.contexts)  # (N, H, W, C, K)
         params = [ops.einsum("nhwck,ckm->nhwcm", pick, v) for v in (self.mix_logits, self.means, self.log_scales)]
-        return mixture_bits(q, gain, *params)
+        return mixture_bits(q, gain, *params, coded)
 
     def numpy_state(self) -> dict:
         return {key: np.array(ops.convert_to_numpy(getattr(self, key))) for key in STATE_KEYS}

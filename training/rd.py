@@ -37,7 +37,6 @@ from keras import layers
 from training.models import downsampling
 from training.rate import RateModel  # noqa: F401  (the rate model's home is training.rate)
 
-
 ARCHS = ("conv", "gdn")
 
 
@@ -147,11 +146,14 @@ def lambdas(levels: int, lam_range) -> np.ndarray:
 
 # --- training ---------------------------------------------------------------------------------------
 
-def rd_losses(encoder, generator, discriminator, rate, x, level, noise, lams, w_adv, pixels: float) -> dict:
+def rd_losses(encoder, generator, discriminator, rate, x, level, noise, coded, lams, w_adv, pixels: float) -> dict:
     """The loss of one batch, in ``keras.ops`` (every backend computes this one function): images x
     (N, S, S, 3) in [-1, 1], rate levels ``level`` (N,) int, ``noise`` uniform in [-½, ½] of the
-    latent's shape (the quantization proxy), ``lams`` (L,) the levels' λ. Returns the codec's loss
-    (bits/pixel + λ·(MSE₂₅₅ + w_adv·adv), mean), the discriminator's, and the mean terms."""
+    latent's shape (the quantization proxy), ``coded`` (N, 1, 1, C) 0/1: the channels the file
+    codes at each image's level (the others are zero in the file: the generator sees zero there
+    and the rate counts neither their bits nor them in the contexts), ``lams`` (L,) the levels' λ.
+    Returns the codec's loss (bits/pixel + λ·(MSE₂₅₅ + w_adv·adv), mean), the discriminator's, and
+    the mean terms."""
     from keras import ops
 
     from runtime.metrics import MSE_SCALE
@@ -161,8 +163,8 @@ def rd_losses(encoder, generator, discriminator, rate, x, level, noise, lams, w_
     gain, inv_gain = rate.gains(level)
     gain, inv_gain = gain[:, None, None, :], inv_gain[:, None, None, :]
     ys = encoder(x, training=True) * gain
-    bpp = rate.bits(ys + noise, gain, ops.round(ys)) / pixels
-    fake = generator(ste_round(ys) * inv_gain, training=True)
+    bpp = rate.bits(ys + noise, gain, ops.round(ys) * coded, coded) / pixels
+    fake = generator(ste_round(ys) * coded * inv_gain, training=True)
     d_real = discriminator(x, training=True)
     d_fake = discriminator(fake, training=True)
     mse = ops.mean(ops.square(fake - x), axis=[1, 2, 3]) * MSE_SCALE
@@ -170,6 +172,9 @@ def rd_losses(encoder, generator, discriminator, rate, x, level, noise, lams, w_
     loss = ops.mean(bpp + lam * (mse + w_adv * adv))
     d_loss = ops.mean(ops.softplus(-d_real)[:, 0] + ops.softplus(d_fake)[:, 0])
     return {"loss": loss, "bpp": ops.mean(bpp), "mse": ops.mean(mse), "adv": ops.mean(adv), "d_loss": d_loss}
+
+
+CODED_SAMPLE = 256  # training images whose symbols tell the coded channels of each level (Trainer.refresh_coded)
 
 
 class Trainer:
@@ -182,7 +187,6 @@ class Trainer:
     need the networks' variables threaded through it)."""
 
     def __init__(self, cfg):
-        from training.rate import RateModel
 
         self.cfg = cfg
         self.backend = keras.backend.backend()
@@ -204,7 +208,9 @@ class Trainer:
         self.d_vars = self.discriminator.trainable_variables
         for opt, var in ((self.g_opt, self.g_vars), (self.r_opt, self.r_vars), (self.d_opt, self.d_vars)):
             opt.build(var)
-        self.seed = keras.random.SeedGenerator(cfg.seed)
+        # the channels the file codes at each trained level (runtime.entropy.coded_channels of the
+        # training images' symbols), refreshed at every validation (refresh_coded)
+        self.coded = keras.Variable(np.ones((cfg.levels, cfg.channels), np.float32), trainable=False, name="coded")
         f = downsampling(cfg.rd_arch, cfg.rd_e_widths)
         self.latent = (cfg.image_size // f, cfg.image_size // f, cfg.channels)
         self.pixels = float(cfg.image_size**2)
@@ -215,35 +221,52 @@ class Trainer:
         return {"encoder": self.encoder.weights, "generator": self.generator.weights,
                 "discriminator": self.discriminator.weights, "rate": self.r_vars,
                 "g_opt": self.g_opt.variables, "r_opt": self.r_opt.variables, "d_opt": self.d_opt.variables,
-                "seed": [self.seed.state]}
+                "coded": [self.coded]}
 
     def set_lr(self, factor: float, lr: float) -> None:
         self.g_opt.learning_rate = lr * factor
         self.r_opt.learning_rate = 10 * lr * factor
 
+    def _losses(self, x, level, noise, coded, w_adv):
+        from keras import ops
+
+        return rd_losses(self.encoder, self.generator, self.discriminator, self.rate, x, level, noise, coded,
+                         ops.convert_to_tensor(self.lams), w_adv, self.pixels)
+
+    def refresh_coded(self, images_u8: np.ndarray) -> None:
+        """Set :attr:`coded` from the symbols of ``images_u8`` (training images) at each level, by
+        the rule export's tables use (:func:`runtime.entropy.coded_channels`)."""
+        from keras import ops
+
+        from runtime.entropy import coded_channels
+        from runtime.images import to_unit_range
+
+        y = ops.convert_to_numpy(self.encoder(ops.convert_to_tensor(to_unit_range(images_u8)), training=False))
+        gains = np.exp(ops.convert_to_numpy(self.rate.log_gain))
+        self.coded.assign(np.stack([coded_channels(np.round(y * g)) for g in gains]).astype(np.float32))
+
+    def masks(self, level) -> np.ndarray:
+        """(N, 1, 1, C) float 0/1: the coded channels of each image's level."""
+        return keras.ops.convert_to_numpy(self.coded).astype(bool).astype(np.float32)[np.asarray(level)][:, None, None, :]
+
     def losses(self, x, level, noise, w_adv):
         from keras import ops
 
-        return rd_losses(self.encoder, self.generator, self.discriminator, self.rate, x, level, noise,
+        coded = ops.convert_to_tensor(self.masks(ops.convert_to_numpy(level)))
+        return rd_losses(self.encoder, self.generator, self.discriminator, self.rate, x, level, noise, coded,
                          ops.convert_to_tensor(self.lams), w_adv, self.pixels)
 
-    def _draw(self, n: int):
-        level = keras.random.randint((n,), 0, self.cfg.levels, seed=self.seed)
-        noise = keras.random.uniform((n, *self.latent), -0.5, 0.5, seed=self.seed)
-        return level, noise
-
-    def step(self, x: np.ndarray, w_adv: float, level=None, noise=None) -> dict:
+    def step(self, x: np.ndarray, w_adv: float, level: np.ndarray, noise: np.ndarray) -> dict:
         """One training step on the batch x (N, S, S, 3) float32 in [-1, 1] at adversarial weight
-        ``w_adv``: the loss terms (floats, before the update). ``level`` (N,) and ``noise`` (the
-        latent's shape) are drawn from the run's seed unless given (a test's fixed inputs)."""
+        ``w_adv``, the images' rate levels ``level`` (N,) and quantization ``noise`` (the latent's
+        shape; :func:`batch_at` draws both): the loss terms (floats, before the update)."""
         from keras import ops
 
         if self._step is None:
             self._step = self._tf_step() if self.backend == "tensorflow" else self._torch_step()
-        if level is None:
-            level, noise = self._draw(len(x))
         out = self._step(ops.convert_to_tensor(x), ops.convert_to_tensor(np.float32(w_adv)),
-                         ops.convert_to_tensor(level, "int32"), ops.convert_to_tensor(noise, "float32"))
+                         ops.convert_to_tensor(np.asarray(level, np.int32)), ops.convert_to_tensor(noise, "float32"),
+                         ops.convert_to_tensor(self.masks(level)))
         return {k: float(ops.convert_to_numpy(v)) for k, v in out.items()}
 
     def _tf_step(self):
@@ -252,9 +275,9 @@ class Trainer:
         n_g = len(self.g_vars)
 
         @tf.function
-        def train_step(x, w_adv, level, noise):
+        def train_step(x, w_adv, level, noise, coded):
             with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-                out = self.losses(x, level, noise, w_adv)
+                out = self._losses(x, level, noise, coded, w_adv)
             grads = g_tape.gradient(out["loss"], self.g_vars + self.r_vars)
             self.g_opt.apply_gradients(zip(grads[:n_g], self.g_vars))
             self.r_opt.apply_gradients(zip(grads[n_g:], self.r_vars))
@@ -268,8 +291,8 @@ class Trainer:
 
         n_g = len(self.g_vars)
 
-        def train_step(x, w_adv, level, noise):
-            out = self.losses(x, level, noise, w_adv)
+        def train_step(x, w_adv, level, noise, coded):
+            out = self._losses(x, level, noise, coded, w_adv)
             params = [v.value for v in self.g_vars + self.r_vars]
             grads = torch.autograd.grad(out["loss"], params, retain_graph=True)
             d_grads = torch.autograd.grad(out["d_loss"], [v.value for v in self.d_vars])
@@ -295,8 +318,9 @@ class Trainer:
         L = self.cfg.levels
         for lev in range(L):
             gain, inv_gain = (g[:, None, None, :] for g in self.rate.gains(ops.full((len(val_u8),), lev, "int32")))
-            q = ops.round(y * gain)
-            bits = ops.convert_to_numpy(self.rate.bits(q, gain, q))
+            coded = ops.convert_to_tensor(self.masks(np.full(len(val_u8), lev)))
+            q = ops.round(y * gain) * coded
+            bits = ops.convert_to_numpy(self.rate.bits(q, gain, q, coded))
             out = from_unit_range(ops.convert_to_numpy(self.generator(q * inv_gain, training=False)))
             mse = float(np.mean((out.astype(np.float64) - val_u8) ** 2))
             row[f"bytes{lev}"] = float(np.mean(bits) / 8)
@@ -314,10 +338,12 @@ class Trainer:
         np.savez(directory / "rate.npz", lambdas=self.lams, **self.rate.numpy_state())
 
 
-def batch_at(train_u8: np.ndarray, step: int, batch: int, cfg) -> np.ndarray:
-    """The training batch of global step ``step`` (1-based), float32 in [-1, 1]: images drawn
-    without replacement, a random crop (``cfg.crop``) and left-right flip each, all from a generator
-    seeded by (seed, step), so a resumed run draws exactly the batches of an uninterrupted one."""
+def batch_at(train_u8: np.ndarray, step: int, batch: int, cfg, latent) -> tuple:
+    """The training batch of global step ``step`` (1-based): images float32 in [-1, 1] drawn
+    without replacement, a random crop (``cfg.crop``) and left-right flip each; each image's rate
+    level; the quantization noise (uniform in [-½, ½], ``latent`` (h, w, C) per image). All from a
+    generator seeded by (seed, step), so a resumed run draws exactly what an uninterrupted one
+    does, on any backend."""
     rng = np.random.default_rng([cfg.seed, step])
     idx = rng.choice(len(train_u8), batch, replace=False)
     ims = train_u8[idx]
@@ -329,7 +355,9 @@ def batch_at(train_u8: np.ndarray, step: int, batch: int, cfg) -> np.ndarray:
     if cfg.flip:
         flip = rng.random(batch) < 0.5
         ims = np.where(flip[:, None, None, None], ims[:, :, ::-1], ims)
-    return ims.astype(np.float32) / 127.5 - 1.0
+    level = rng.integers(0, cfg.levels, batch).astype(np.int32)
+    noise = rng.uniform(-0.5, 0.5, (batch, *latent)).astype(np.float32)
+    return ims.astype(np.float32) / 127.5 - 1.0, level, noise
 
 
 def train_rd(cfg, resume: bool = False, quiet: bool = False, schedule=None, snapshot_every: float = 0.0,
@@ -348,8 +376,16 @@ def train_rd(cfg, resume: bool = False, quiet: bool = False, schedule=None, snap
     from tqdm import tqdm
 
     from training.recipe import load_schedule, save_schedule, single
-    from training.run import _append_csv, load_best, load_state, open_run, save_best, save_grid, save_state, \
-        write_summary
+    from training.run import (
+        _append_csv,
+        load_best,
+        load_state,
+        open_run,
+        save_best,
+        save_grid,
+        save_state,
+        write_summary,
+    )
 
     cfg, run, train_u8, val_u8 = open_run(cfg, resume)
     if resume and (run / "recipe.json").exists():
@@ -375,11 +411,16 @@ def train_rd(cfg, resume: bool = False, quiet: bool = False, schedule=None, snap
     if state is None and cfg.init_from:
         warm_start(cfg.init_from, tr.encoder, tr.generator, tr.rate)
     state = state or {"step": 0, "stage": 0, "stage_step": 0, "stage_elapsed": 0.0, "elapsed": 0.0}
+    if not schedule.recipe and len(schedule.stages) == 1 and schedule.seconds is None:
+        state.update(stage=0, stage_step=state["step"])  # a plain run: --steps may have grown on resume
     for name in ("log.csv", "val.csv"):
         from training.run import _truncate_csv
 
         _truncate_csv(run / name, state["step"])
     eval_u8 = val_u8[: cfg.eval_images]
+    code_u8 = train_u8[:CODED_SAMPLE]
+    if state["step"] == 0:
+        tr.refresh_coded(code_u8)
     best = load_best(run)
     seconds_mode = schedule.seconds is not None
     total = schedule.seconds if seconds_mode else schedule.total_steps
@@ -387,12 +428,16 @@ def train_rd(cfg, resume: bool = False, quiet: bool = False, schedule=None, snap
     bar = tqdm(total=round(total), initial=round(done), desc=f"train {run.name}", disable=quiet,
                unit="s" if seconds_mode else "step", mininterval=1.0 if sys.stderr.isatty() else 30.0,
                dynamic_ncols=True)
-    last_val, t_steps, n_timed, losses, calls, last_log, last_eval = "", 0.0, 0, {}, 0, -1, -1
+    from training.run import _read_csv
+
+    last_val, t_steps, n_timed, losses, calls = "", 0.0, 0, {}, 0
+    last_log, last_eval = ((rows[-1]["step"] if rows else -1) for rows in map(_read_csv, (run / "log.csv", run / "val.csv")))
     next_snap = (math.floor(state["elapsed"] / snapshot_every) + 1) * snapshot_every if snapshot_every else None
 
     def on_eval() -> None:
         nonlocal best, last_val, last_eval
         last_eval = state["step"]
+        tr.refresh_coded(code_u8)
         row, samples = tr.evaluate(eval_u8)
         row = {"step": state["step"], "elapsed": round(state["elapsed"], 1), "stage": state["stage"], **row}
         _append_csv(run / "val.csv", row)
@@ -435,7 +480,8 @@ def train_rd(cfg, resume: bool = False, quiet: bool = False, schedule=None, snap
         t0 = time.perf_counter()
         tr.set_lr(stage.factor(progress, state["stage_step"]), stage.lr)
         step = state["step"] + 1
-        losses = tr.step(batch_at(train_u8, step, stage.batch, cfg), stage.w_adv_rd)
+        x, level, noise = batch_at(train_u8, step, stage.batch, cfg, tr.latent)
+        losses = tr.step(x, stage.w_adv_rd, level, noise)
         if not all(np.isfinite(v) for v in losses.values()):
             from runtime.errors import CodecError
 
@@ -454,7 +500,7 @@ def train_rd(cfg, resume: bool = False, quiet: bool = False, schedule=None, snap
             n_timed += 1
         state["elapsed"] += dt
         state["stage_elapsed"] += dt
-        bar.update(dt if seconds_mode else 1)
+        bar.update((round(state["elapsed"]) - bar.n) if seconds_mode else 1)
         bar.set_postfix({"stage": f"{state['stage'] + 1}/{len(schedule.stages)}", "loss": f"{losses['loss']:.4f}",
                          "val": last_val}, refresh=False)
         if next_snap is not None and state["elapsed"] >= next_snap and (run / "best").exists():
