@@ -276,3 +276,25 @@ def test_readme_section(results, tmp_path, capsys):
     capsys.readouterr()
     assert readme.main(["--readme", str(plain), "--results", str(results)]) == 0
     assert plain.read_text() == "# no markers\n" and "markers" in capsys.readouterr().err
+
+
+def test_time_to_quality_measures_snapshots_against_a_reference(tiny_run, tiny_bundle, tiny_npz, tmp_path):
+    """benchmarks.time_to_quality: the run's estimate curve from val.csv, a snapshot and the final
+    selection exported and measured as files, beside the reference; JSON, Markdown and a plot."""
+    import shutil
+
+    from benchmarks.time_to_quality import main
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.copytree(run / "best", run / "snapshots" / "t000001")
+    assert main(["--run", str(run), "--reference", str(tiny_bundle), "--data", str(tiny_npz), "--budgets", "40,80",
+                 "--limit", "4", "--steps", "0", "--out", str(tmp_path), "--stem", "ttq"]) == 0
+    result = json.loads((tmp_path / "ttq.json").read_text())
+    assert [p["snapshot"] for p in result["points"]] == ["t000001", "final"]
+    assert len(result["estimate"]) == 2 and result["estimate"][-1]["step"] == 40
+    for p in result["points"]:  # the same weights as the reference: the same files
+        for b in ("40", "80"):
+            assert p["files"][b]["bytes"] <= int(b)
+            assert p["delta"][b] == pytest.approx(0.0, abs=0.05)
+    assert (tmp_path / "ttq.md").exists() and (tmp_path / "ttq.png").exists()

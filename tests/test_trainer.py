@@ -35,7 +35,7 @@ args = json.loads(sys.argv[1])
 cfg = TrainConfig(**args["cfg"]).resolved()
 tr = Trainer(cfg)
 load_state(args["run"], tr.groups())
-with np.load(args["inputs"]) as f:
+with np.load(args["inputs"], allow_pickle=False) as f:
     x, level, noise = f["x"], f["level"], f["noise"]
 from keras import ops
 def loss():
@@ -179,7 +179,7 @@ def _recipe_run(tiny_npz, recipe: Path, out: Path, resume=False, stop_after=None
 
 
 def _state(run: Path) -> dict:
-    with np.load(run / "ckpt" / "state.npz") as f:
+    with np.load(run / "ckpt" / "state.npz", allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
 
 

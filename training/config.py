@@ -87,6 +87,9 @@ class TrainConfig:
                                    "(encoder cost only)", metavar="N")
     init_from: str = _default("", "rd: start a new run from a shipped bundle's weights and gains "
                                   "(e.g. models/airplane)", metavar="BUNDLE")
+    coded_only: bool = _default(True, "rd: price every channel in the training rate and its contexts, as training "
+                                      "did before it counted only the channels the file codes at each level "
+                                      "(runtime.entropy.coded_channels), as the coder does")  # CLI: --no-coded-only
     rate_contexts: int = _default(1, "rd: train the rate under K entropy contexts, as the file's coder uses "
                                      "them (runtime.entropy.contexts; 1: one factorized density per channel)",
                                   metavar="K")

@@ -243,7 +243,8 @@ class Trainer:
 
         y = ops.convert_to_numpy(self.encoder(ops.convert_to_tensor(to_unit_range(images_u8)), training=False))
         gains = np.exp(ops.convert_to_numpy(self.rate.log_gain))
-        self.coded.assign(np.stack([coded_channels(np.round(y * g)) for g in gains]).astype(np.float32))
+        coded = np.stack([coded_channels(np.round(y * g)) for g in gains])
+        self.coded.assign((coded | (not self.cfg.coded_only)).astype(np.float32))
 
     def masks(self, level) -> np.ndarray:
         """(N, 1, 1, C) float 0/1: the coded channels of each image's level."""
@@ -466,6 +467,8 @@ def train_rd(cfg, resume: bool = False, quiet: bool = False, schedule=None, snap
         if last_eval != state["step"]:
             on_eval()  # each stage ends with a validation (model selection sees every stage's end)
 
+    if state["step"] == 0 and cfg.init_from and last_eval != 0:
+        on_eval()  # the bundle it starts from: a cycle that does not beat it selects it
     while state["stage"] < len(schedule.stages):
         stage = schedule.stages[state["stage"]]
         budget = schedule.stage_seconds(state["stage"])
