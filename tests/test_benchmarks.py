@@ -298,3 +298,16 @@ def test_time_to_quality_measures_snapshots_against_a_reference(tiny_run, tiny_b
             assert p["files"][b]["bytes"] <= int(b)
             assert p["delta"][b] == pytest.approx(0.0, abs=0.05)
     assert (tmp_path / "ttq.md").exists() and (tmp_path / "ttq.png").exists()
+
+
+def test_compare_bundles(tiny_bundle, tiny_npz, tmp_path):
+    """benchmarks.compare: every bundle's files fit each budget, written as JSON and Markdown."""
+    from benchmarks.compare import main
+
+    assert main(["--models", f"{tiny_bundle},{tiny_bundle}", "--data", str(tiny_npz), "--limit", "4",
+                 "--budgets", "30,60,90", "--steps", "0", "--out", str(tmp_path), "--stem", "cmp"]) == 0
+    r = json.loads((tmp_path / "cmp.json").read_text())
+    row = r["rows"][str(tiny_bundle)]
+    assert [p["budget"] for p in row["points"]] == [30, 60, 90]
+    assert all(p["bytes"] <= p["budget"] for p in row["points"])
+    assert (tmp_path / "cmp.md").exists()

@@ -268,3 +268,21 @@ def test_learning_rate_schedule():
     assert s.factor(0.5, 5) == pytest.approx(FLOOR + (1 - FLOOR) * 0.5)
     assert s.factor(1.0, 9) == pytest.approx(FLOOR)
     assert Stage(10, 1e-3, 2.0, 8).factor(0.0, 0) == 1.0
+
+
+def test_cli_seconds_budget_ends_with_an_exported_bundle(tiny_npz, tmp_path):
+    """`training.train --data … --seconds S --export DIR`: a wall-clock run that ends with a bundle
+    whose manifest says how it was trained; an existing --export is refused before training."""
+    from tests.conftest import run_module
+
+    args = ["--data", tiny_npz, "--out", tmp_path / "run", "--image-size", "16", "--channels", "8", "--levels", "3",
+            "--rd-e-widths", "8,16", "--rd-g-widths", "16,16", "--rd-d-widths", "8,16", "--batch", "16",
+            "--eval-every", "10", "--eval-images", "8", "--seconds", "4", "--export", tmp_path / "bundle"]
+    r = run_module("training.train", *args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["training"]["seconds"] == 4.0 and manifest["training"]["backend"] == "tensorflow"
+    assert manifest["training"]["steps"] > 0
+    r = run_module("training.train", *[a if a != tmp_path / "run" else tmp_path / "run2" for a in args])
+    assert r.returncode == 2 and "already exists" in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "run2").exists()
