@@ -32,7 +32,6 @@ import numpy as np
 from benchmarks.rd import (
     RESULTS_DIR,
     cli,
-    encode_set,
     fmt,
     load_split,
     md_table,
@@ -75,15 +74,11 @@ def export_snapshot(run: Path, best: Path, out: Path) -> None:
 
 
 def measure_bundle(bundle, images: np.ndarray, budgets, steps: int) -> dict:
-    from runtime.codec import Codec
+    """{budget: mean bytes, PSNR, files over} of ``bundle``'s files (benchmarks.compare.measure)."""
+    from benchmarks.compare import measure
 
-    codec = Codec(str(bundle))
-    out = {}
-    for B in budgets:
-        r = encode_set(codec, images, steps, 64, None, target_bytes=int(B), fallback=False)
-        out[str(B)] = {"psnr": float(np.mean(np.minimum(r["psnr"], 100.0))), "bytes": float(np.mean(r["bytes"])),
-                       "over": int(np.count_nonzero(r["bytes"] > B))}
-    return out
+    return {str(p["budget"]): {k: p[k] for k in ("psnr", "bytes", "over")}
+            for p in measure(str(bundle), images, budgets, steps)}
 
 
 def time_to_quality(run, reference, data, budgets=BUDGETS, limit: int = 200, snapshots="all",
