@@ -14,7 +14,9 @@ Two curves:
   that training time) and the run's final selection: exported as a bundle (``export.onnx``, in a
   temporary directory) and measured as ``benchmarks.rd`` measures ours (``compress(target_bytes=B,
   fallback=False)`` per image, ``--steps`` refinement steps, the first ``--limit`` validation
-  images), beside the reference bundle measured the same way in the same run.
+  images), beside the reference bundle measured the same way in the same run. A snapshot's
+  figures are kept in it (``time_to_quality.json``) and reused by a later call with the same
+  settings, so the curve can be measured while the run goes on.
 
 Writes benchmarks/results/STEM.{json,md,png}.
 """
@@ -42,6 +44,7 @@ from benchmarks.rd import (
 from runtime.errors import CodecError
 
 BUDGETS = (100, 200, 300)
+CACHE_NAME = "time_to_quality.json"  # a snapshot's measured files, kept in the snapshot directory
 
 
 def estimate_curve(run: Path, budgets) -> list[dict]:
@@ -98,15 +101,23 @@ def time_to_quality(run, reference, data, budgets=BUDGETS, limit: int = 200, sna
         snaps = [s for s in snaps if s.name in wanted]
     points = []
     with tempfile.TemporaryDirectory(prefix="ttq_") as tmp:
+        key = json.dumps({"data": str(data), "limit": limit, "budgets": [int(b) for b in budgets], "steps": steps})
         for snap in [*snaps, run / "best"]:
             best = json.loads((snap / "best.json").read_text())
-            bundle = Path(tmp) / snap.name
-            export_snapshot(run, snap, bundle)
             label = snap.name if snap.name != "best" else "final"
             seconds = int(snap.name[1:]) if snap.name.startswith("t") else None
+            cache = snap / CACHE_NAME  # a snapshot never changes: its files are measured once per setting
+            cached = json.loads(cache.read_text()) if seconds is not None and cache.exists() else {}
+            if cached.get("key") == key:
+                files = cached["files"]
+            else:
+                bundle = Path(tmp) / snap.name
+                export_snapshot(run, snap, bundle)
+                files = measure_bundle(bundle, images, budgets, steps)
+                if seconds is not None:
+                    cache.write_text(json.dumps({"key": key, "files": files}))
             points.append({"snapshot": label, "seconds": seconds, "selected_step": best.get("step"),
-                           "selected_at_seconds": best.get("elapsed"),
-                           "files": measure_bundle(bundle, images, budgets, steps)})
+                           "selected_at_seconds": best.get("elapsed"), "files": files})
             print(json.dumps({"snapshot": label, **{B: v["psnr"] for B, v in points[-1]["files"].items()}}), flush=True)
     reference_files = measure_bundle(reference, images, budgets, steps)
     for p in points:

@@ -286,3 +286,17 @@ def test_cli_seconds_budget_ends_with_an_exported_bundle(tiny_npz, tmp_path):
     r = run_module("training.train", *[a if a != tmp_path / "run" else tmp_path / "run2" for a in args])
     assert r.returncode == 2 and "already exists" in r.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "run2").exists()
+
+
+def test_recipe_flags_override_its_settings_and_stages(tmp_path):
+    """--recipe NAME: its data and init_from are relative to the project root; a flag given on the
+    command line wins over the recipe's setting, a stage setting in every stage."""
+    from training.train import config_and_schedule, parser
+
+    cfg, sched = config_and_schedule(parser().parse_args(["--recipe", "flowers128", "--out", "x", "--seconds", "60"]))
+    assert Path(cfg.init_from) == ROOT / "models" / "flowers" and Path(cfg.data) == (ROOT / "../shared/data/flowers128").resolve()
+    assert sched.seconds == 60 and cfg.crop and cfg.image_size == 64
+    cfg, sched = config_and_schedule(parser().parse_args(["--recipe", "flowers", "--out", "x", "--data", "d.npz",
+                                                          "--batch", "16", "--channels", "32"]))
+    assert (cfg.data, cfg.channels, cfg.rate_contexts) == ("d.npz", 32, 8)
+    assert [s.batch for s in sched.stages] == [16, 16, 16] and [s.lr for s in sched.stages] == [3e-4, 1e-4, 1e-4]

@@ -243,7 +243,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
     add_config_arguments(p, defaults={"data": None})
     p.add_argument("--recipe", metavar="NAME", help="replay a recipe (training/recipes/NAME.toml, or a .toml "
-                   "path): its settings (flags given here override them) and stages")
+                   "path): its settings and stages; flags given here override them (--lr, --w-adv-rd, --batch, "
+                   "--warmup in every stage)")
     p.add_argument("--seconds", type=float, metavar="S", help="rd: a wall-clock training budget; the schedule "
                    "(a recipe's stages, or the one cosine cycle) is scaled to it instead of --steps")
     p.add_argument("--export", metavar="DIR", help="rd: export the selected weights as a bundle in DIR at the end "
@@ -297,8 +298,15 @@ def config_and_schedule(a):
     if a.data is None and not os.path.isabs(data):
         from training.recipe import RECIPES_DIR
 
-        data = str((RECIPES_DIR.parent.parent / data).resolve())
+        data = str((RECIPES_DIR.parent.parent / data).resolve())  # relative to the project root
+    from training.recipe import RECIPES_DIR
+
+    root = RECIPES_DIR.parent.parent
+    if fields.get("init_from") and "init_from" not in given and not os.path.isabs(fields["init_from"]):
+        fields = {**fields, "init_from": str(root / fields["init_from"])}  # a shipped bundle, as data is
     cfg = TrainConfig(**{**fields, **given, "data": data, "out": a.out})
+    # a stage setting given as a flag (--batch 16 to fit memory, --lr) holds in every stage
+    stages = [{**st, **{k: given[k] for k in ("lr", "w_adv_rd", "batch", "warmup") if k in given}} for st in stages]
     return cfg, recipe_schedule(cfg.resolved(), stages, name, sha, a.seconds)
 
 
