@@ -235,6 +235,10 @@ def load_state(run: Path, groups: dict) -> dict | None:
     when the run has none yet."""
     path = Path(run) / "ckpt" / STATE_NAME
     if not path.exists():
+        if (path.parent / "checkpoint").exists():
+            raise CodecError(f"{run} holds a TensorFlow checkpoint of the earlier trainer, which this one does not "
+                             f"read: export its best/ (python -m export.onnx {run} --out DIR) and start a new run "
+                             "with --init-from DIR")
         return None
     with np.load(path, allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files}
